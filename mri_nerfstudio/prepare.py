@@ -1,0 +1,335 @@
+"""Load -> preprocess -> render 72 views, cached on disk by a hash of the inputs and the settings.
+
+A prepared subject is a folder ``<cache>/<subject>-<hash>/`` holding
+
+- ``preprocessed_<modality>.nii.gz`` (and ``..._seg``, ``..._mask``): the preprocessed volume on its
+  (possibly resampled) canonical RAS grid, openable in any NIfTI viewer;
+- ``views.npy`` ([N, H, W] float32 in [0, 1], exact) and ``views/view_XXX.png`` (8-bit, for people);
+- ``cameras.json``: poses and intrinsics of the views (nerfstudio-like ``frames``) and the scene
+  normalisation from RAS mm to the world frame;
+- ``provenance.json``: what each preprocessing step did;
+- ``manifest.json``: the inputs, settings and hash. It is written last, and the folder is built under a
+  temporary name and renamed, so a crash or Ctrl-C never leaves a half-prepared subject behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import torch
+from PIL import Image
+
+from mri_nerfstudio import views
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.preprocess.pipeline import default_pipeline, write_provenance
+from mri_nerfstudio.volume import Volume, find_subjects, load_default_subject, load_subject, save_nifti
+
+CACHE_FORMAT = 1
+"""Bump when the layout of a prepared folder changes, so stale caches are rebuilt, not misread."""
+
+DEFAULT_SUBJECT = "default"
+"""``--data`` value (or empty) that selects the embedded MNI152 template."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Every setting that changes a prepared subject (all of them enter the cache hash)."""
+
+    modalities: tuple[str, ...] | None = None
+    """Modalities to load (None: all present)."""
+    reference: str = "t1"
+    """Modality every other one is registered to, and the one the views are rendered from."""
+    register: bool = True
+    """Rigidly register every modality to the reference (mutual information)."""
+    registration_transform: str = "rigid"
+    """``rigid`` or ``affine``."""
+    upsample_factor: int = 1
+    """In-plane bicubic up-sampling factor (1: none)."""
+    slice_spacing_mm: float | None = None
+    """Interpolate thick slices to this through-plane spacing (None: keep)."""
+    equalize: bool = True
+    """Histogram equalisation inside the brain mask after percentile normalisation."""
+    default_resolution_mm: int = 2
+    """Resolution of the embedded MNI152 template (1 or 2 mm) when no data is given."""
+    n_views: int = 72
+    step_deg: float = 5.0
+    elevation_deg: float = 0.0
+    camera_radius: float = 4.0
+    """Camera distance from the brain centre, in world units (the brain fits the unit sphere)."""
+    image_size: int = 128
+    projection: str = "orthographic"
+    """``orthographic`` (parallel projection, radiology style) or ``perspective``."""
+    view_mode: str = "volume"
+    """``volume`` (emission-absorption), ``drr`` (attenuation) or ``mip``."""
+    density_scale: float = views.DEFAULT_DENSITY_SCALE
+    """k in density = k * intensity, per world unit."""
+
+    def __post_init__(self) -> None:
+        if self.view_mode not in views.VIEW_MODES:
+            raise MRIInputError(f"view_mode must be one of {views.VIEW_MODES}, got {self.view_mode!r}")
+        if self.projection not in ("orthographic", "perspective"):
+            raise MRIInputError(f"projection must be 'orthographic' or 'perspective', got {self.projection!r}")
+        if self.image_size < 8:
+            raise MRIInputError(f"image_size must be >= 8 pixels, got {self.image_size}")
+        if self.upsample_factor < 1:
+            raise MRIInputError(f"upsample_factor must be >= 1, got {self.upsample_factor}")
+        if self.density_scale <= 0:
+            raise MRIInputError(f"density_scale must be > 0, got {self.density_scale}")
+
+
+@dataclass
+class PreparedSubject:
+    """A subject ready for training: preprocessed volume, rendered views and their cameras."""
+
+    name: str
+    directory: Path
+    volume: Volume
+    """Preprocessed, intensities in [0, 1], on the grid the views were rendered from."""
+    images: np.ndarray
+    """[N, H, W] float32 in [0, 1]: view i seen by camera i."""
+    cameras: views.ViewCameras
+    normalization: views.SceneNormalization
+    config: PrepareConfig
+    provenance: list[dict] = field(default_factory=list)
+
+    @property
+    def world_from_voxel(self) -> np.ndarray:
+        """[4, 4] voxel index of ``volume`` -> world coordinates."""
+        return self.normalization.world_from_ras() @ self.volume.affine
+
+
+def subject_sources(data: Path | None) -> list[Path | None]:
+    """The subjects that ``data`` names: ``[None]`` (the embedded default) for no data."""
+    if data is None or str(data) in ("", ".", DEFAULT_SUBJECT):
+        return [None]
+    return find_subjects(Path(data))
+
+
+def _input_files(source: Path | None) -> list[Path]:
+    if source is None:
+        return []
+    if source.is_file():
+        return [source]
+    return sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def cache_key(source: Path | None, config: PrepareConfig) -> str:
+    """Hash of the input files' bytes and every setting: equal keys mean an identical prepared subject."""
+    digest = hashlib.sha256(f"mri-nerfstudio-prepare-v{CACHE_FORMAT}".encode())
+    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    for path in _input_files(source):
+        digest.update(path.name.encode())
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def prepare_subject(
+    source: Path | None,
+    cache_dir: Path,
+    config: PrepareConfig = PrepareConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> PreparedSubject:
+    """Prepare one subject (``None``: the embedded MNI152 template), or load it from the cache.
+
+    Args:
+        source: a BraTS subject folder or a single volume file; ``None`` for the default subject.
+        cache_dir: folder that holds prepared subjects (created when missing).
+        config: preprocessing and view settings.
+        progress: called with a short description before each stage.
+    """
+    report = progress or (lambda _message: None)
+    name = "MNI152" if source is None else (source.name.split(".")[0] if source.is_file() else source.name)
+    key = cache_key(source, config)
+    directory = Path(cache_dir) / f"{name}-{key}"
+    if (directory / "manifest.json").is_file():
+        report(f"{name}: cached in {directory}")
+        return load_prepared(directory)
+
+    report(f"{name}: loading")
+    if source is None:
+        volume = load_default_subject(resolution_mm=config.default_resolution_mm)
+    else:
+        volume = load_subject(source, modalities=config.modalities, reference=config.reference)
+    report(f"{name}: preprocessing ({', '.join(volume.modalities)})")
+    pipeline = default_pipeline(
+        register=config.register,
+        registration_transform=config.registration_transform,
+        upsample_factor=config.upsample_factor,
+        slice_spacing_mm=config.slice_spacing_mm,
+        equalize=config.equalize,
+    )
+    volume, provenance = pipeline(volume)
+
+    report(f"{name}: rendering {config.n_views} {config.view_mode} views at {config.image_size} px")
+    normalization = views.scene_normalization(volume.brain_mask(), volume.affine)
+    cameras = views.make_orbit_cameras(
+        n_views=config.n_views,
+        step_deg=config.step_deg,
+        elevation_deg=config.elevation_deg,
+        radius=config.camera_radius,
+        image_size=config.image_size,
+        projection=config.projection,
+    )
+    world_from_voxel = normalization.world_from_ras() @ volume.affine
+    images = views.render_views(
+        torch.from_numpy(volume.images[config.reference]),
+        torch.from_numpy(world_from_voxel).float(),
+        cameras,
+        mode=config.view_mode,
+        density_scale=config.density_scale,
+    ).numpy()
+
+    prepared = PreparedSubject(
+        name=name,
+        directory=directory,
+        volume=volume,
+        images=images.astype(np.float32),
+        cameras=cameras,
+        normalization=normalization,
+        config=config,
+        provenance=provenance,
+    )
+    report(f"{name}: writing {directory}")
+    _write_prepared(prepared, source, key)
+    return prepared
+
+
+def prepare_subjects(
+    data: Path | None,
+    cache_dir: Path,
+    config: PrepareConfig = PrepareConfig(),
+    progress: Callable[[str], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> list[PreparedSubject]:
+    """Prepare every subject that ``data`` names; ``shard=(i, n)`` keeps subjects i, i+n, i+2n, ...
+
+    Sharding lets a cluster array job (e.g. Slurm) prepare a large BraTS root in parallel, one
+    process per shard, into a shared cache.
+    """
+    index, count = shard
+    if not 0 <= index < count:
+        raise MRIInputError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    sources = subject_sources(data)[index::count]
+    return [prepare_subject(source, cache_dir, config, progress) for source in sources]
+
+
+def _write_prepared(prepared: PreparedSubject, source: Path | None, key: str) -> None:
+    final = prepared.directory
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        volume = prepared.volume
+        for modality, array in volume.images.items():
+            save_nifti(array.astype(np.float32), volume.affine, tmp / f"preprocessed_{modality}.nii.gz")
+        if volume.seg is not None:
+            save_nifti(volume.seg.astype(np.int16), volume.affine, tmp / "preprocessed_seg.nii.gz")
+        save_nifti(volume.brain_mask().astype(np.uint8), volume.affine, tmp / "preprocessed_mask.nii.gz")
+        np.save(tmp / "views.npy", prepared.images)
+        (tmp / "views").mkdir()
+        for i, image in enumerate(prepared.images):
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp / "views" / f"view_{i:03d}.png")
+        cameras = prepared.cameras.to_json()
+        cameras["normalization"] = {
+            "centre_mm": [float(c) for c in prepared.normalization.centre_mm],
+            "radius_mm": float(prepared.normalization.radius_mm),
+            "world_from_ras": prepared.normalization.world_from_ras().tolist(),
+        }
+        _write_json(tmp / "cameras.json", cameras)
+        write_provenance(prepared.provenance, tmp / "provenance.json")
+        _write_json(
+            tmp / "manifest.json",
+            {
+                "format": CACHE_FORMAT,
+                "name": prepared.name,
+                "key": key,
+                "source": None if source is None else str(source.resolve()),
+                "inputs": {m: volume.sources.get(m, "") for m in [*volume.modalities, "seg"] if m in volume.sources},
+                "modalities": volume.modalities,
+                "reference": volume.reference,
+                "scanner_affine": np.asarray(volume.scanner_affine).tolist(),
+                "scanner_shape": [int(s) for s in volume.scanner_shape],
+                "config": asdict(prepared.config),
+            },
+        )
+        try:
+            tmp.rename(final)
+        except OSError:
+            # Another process (e.g. a parallel shard) finished the same subject first: keep theirs.
+            if not (final / "manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_prepared(directory: Path) -> PreparedSubject:
+    """Read a prepared-subject folder written by :func:`prepare_subject`."""
+    directory = Path(directory)
+    manifest = _read_json(directory / "manifest.json")
+    if manifest.get("format") != CACHE_FORMAT:
+        raise MRIInputError(f"format {manifest.get('format')} is not {CACHE_FORMAT}; delete it to rebuild",
+                            directory / "manifest.json")
+    config_fields = dict(manifest["config"])
+    if config_fields.get("modalities") is not None:
+        config_fields["modalities"] = tuple(config_fields["modalities"])
+    config = PrepareConfig(**config_fields)
+    images, affine = {}, None
+    for modality in manifest["modalities"]:
+        nifti = nib.load(directory / f"preprocessed_{modality}.nii.gz")
+        images[modality] = np.asarray(nifti.dataobj, dtype=np.float32)
+        affine = nifti.affine
+    seg_path = directory / "preprocessed_seg.nii.gz"
+    volume = Volume(
+        name=manifest["name"],
+        images=images,
+        affine=affine,
+        scanner_affine=np.asarray(manifest["scanner_affine"]),
+        scanner_shape=tuple(manifest["scanner_shape"]),
+        seg=np.asarray(nib.load(seg_path).dataobj, dtype=np.int16) if seg_path.is_file() else None,
+        mask=np.asarray(nib.load(directory / "preprocessed_mask.nii.gz").dataobj) > 0,
+        sources=manifest["inputs"],
+        reference=manifest["reference"],
+    )
+    cameras_json = _read_json(directory / "cameras.json")
+    norm = cameras_json["normalization"]
+    return PreparedSubject(
+        name=manifest["name"],
+        directory=directory,
+        volume=volume,
+        images=np.load(directory / "views.npy"),
+        cameras=views.ViewCameras.from_json(cameras_json),
+        normalization=views.SceneNormalization(np.asarray(norm["centre_mm"]), float(norm["radius_mm"])),
+        config=config,
+        provenance=_read_json(directory / "provenance.json"),
+    )
+
+
+def default_cache_dir() -> Path:
+    """``$MRI_NERFSTUDIO_CACHE``, else ``$XDG_CACHE_HOME/mri-nerfstudio``, else ``~/.cache/mri-nerfstudio``."""
+    if os.environ.get("MRI_NERFSTUDIO_CACHE"):
+        return Path(os.environ["MRI_NERFSTUDIO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mri-nerfstudio"
+
+
+def _write_json(path: Path, payload: dict | list) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise MRIInputError(f"cannot read JSON ({error})", path) from error
+
