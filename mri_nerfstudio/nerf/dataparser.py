@@ -1,0 +1,111 @@
+"""``mri-data``: prepared MRI subjects as nerfstudio cameras and in-memory images.
+
+Every subject contributes the same orbit of views (72 at 5 degrees by default); view ``i`` of every
+subject is a training view when ``i % train_every == 0`` (15 of 72) and a held-out view otherwise (57).
+"val" (evaluation during training) and "test" (ns-eval, ns-render) both use the held-out views.
+
+The world frame is the one of :mod:`mri_nerfstudio.views`: each subject's brain centred in the unit
+sphere, world +Z = superior. This module must not import datamanagers, pipelines or method configs
+(nerfstudio drops a dataparser entry point that does, see NERFSTUDIO_NOTES.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
+from rich.console import Console
+
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
+
+CONSOLE = Console()
+
+
+@dataclass
+class MRIDataParserConfig(DataParserConfig):
+    """MRI subjects (BraTS 2021 root, one subject, one NIfTI/NRRD file, or the embedded MNI152 template)."""
+
+    _target: Type = field(default_factory=lambda: MRIDataParser)
+    data: Path = Path(DEFAULT_SUBJECT)
+    """A BraTS 2021 root, a subject folder, a NIfTI/NRRD/MHA file, or 'default' for the embedded MNI152 template."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """Where prepared subjects are cached (keyed by a hash of the inputs and the settings)."""
+    train_every: int = 5
+    """View i is a training view when i % train_every == 0 (15 of 72 views); the rest are held out."""
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    """Preprocessing and view settings."""
+
+
+@dataclass
+class MRIDataParser(DataParser):
+    """Builds cameras, images and metadata from prepared subjects (prepared once, then cached)."""
+
+    config: MRIDataParserConfig
+
+    def __init__(self, config: MRIDataParserConfig):
+        super().__init__(config=config)
+        if config.train_every < 2:
+            raise MRIInputError(f"train_every must be >= 2 (some views must be held out), got {config.train_every}")
+        self._subjects: list[PreparedSubject] | None = None
+
+    @property
+    def subjects(self) -> list[PreparedSubject]:
+        if self._subjects is None:
+            data = None if str(self.config.data) == DEFAULT_SUBJECT else self.config.data
+            self._subjects = prepare_subjects(
+                data, self.config.cache_dir, self.config.prepare, progress=lambda m: CONSOLE.print(f"[mri-data] {m}")
+            )
+        return self._subjects
+
+    def view_indices(self, split: Literal["train", "val", "test"] | str) -> list[int]:
+        """Indices into the orbit that belong to ``split``."""
+        n_views = self.config.prepare.n_views
+        if split == "train":
+            return [i for i in range(n_views) if i % self.config.train_every == 0]
+        return [i for i in range(n_views) if i % self.config.train_every != 0]
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        indices = self.view_indices(split)
+        c2w, images, filenames, subject_index, view_index = [], [], [], [], []
+        for s, subject in enumerate(self.subjects):
+            c2w.append(subject.cameras.c2w[indices])
+            images.append(torch.from_numpy(subject.images[indices]))
+            filenames += [subject.directory / "views" / f"view_{i:03d}.png" for i in indices]
+            subject_index += [s] * len(indices)
+            view_index += indices
+
+        first = self.subjects[0].cameras
+        n = len(filenames)
+        CONSOLE.print(f"[mri-data] {split}: {n} views ({len(self.subjects)} subject(s) x {len(indices)})")
+        cameras = Cameras(
+            camera_to_worlds=torch.cat(c2w).float(),
+            fx=float(first.fx),
+            fy=float(first.fy),
+            cx=float(first.cx),
+            cy=float(first.cy),
+            width=first.width,
+            height=first.height,
+            camera_type=CameraType.ORTHOPHOTO if first.projection == "orthographic" else CameraType.PERSPECTIVE,
+            metadata={"subject_index": torch.tensor(subject_index, dtype=torch.float32).reshape(n, 1)},
+        )
+        settings = self.config.prepare
+        return DataparserOutputs(
+            image_filenames=filenames,
+            cameras=cameras,
+            scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])),
+            metadata={
+                "images": torch.cat(images),
+                "view_index": torch.tensor(view_index),
+                "subject_names": [subject.name for subject in self.subjects],
+                "prepared_dirs": [str(subject.directory) for subject in self.subjects],
+                "view_mode": settings.view_mode,
+                "density_scale": settings.density_scale,
+                "camera_radius": settings.camera_radius,
+            },
+        )
