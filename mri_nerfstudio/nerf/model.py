@@ -1,0 +1,296 @@
+"""The MedNeRF model for nerfstudio: per-subject codes, a conditional radiance field, a view-mode renderer.
+
+Rays are clipped to the unit sphere (the scene of :mod:`mri_nerfstudio.views`: each brain fits it),
+sampled uniformly (stratified in training, bin midpoints otherwise: the quadrature of the views),
+optionally resampled by importance, and rendered as the views were formed (``view_mode`` of the
+dataparser metadata): ``volume`` emission-absorption, ``drr`` attenuation or ``mip``. Each subject has a
+learned code, split into a shape code (conditions the density) and an appearance code (the colour),
+as GRAF splits its latent.
+
+Two presets (``--pipeline.model.preset``) pick the network and its sizes:
+
+- ``mednerf``: GRAF / MedNeRF's 8 x 256 MLP (0.68 M parameters), 64 samples per ray, codes 128 + 128,
+  density noise 1.0 annealed over 5,000 steps. Meant for a GPU; train it with the MLP's learning rate
+  (``--optimizers.fields.optimizer.lr 5e-4``).
+- ``cpu``: dense feature grids + a tiny MLP (:class:`FeatureGridBackbone`), fewer samples, codes 8 + 8,
+  a total-variation prior on the grids: a 128 px brain in minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
+from nerfstudio.model_components.scene_colliders import SphereCollider
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor, nn
+from torch.nn import Parameter
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.nerf.field import ConditionalRadianceField, FeatureGridBackbone, MLPBackbone, RadianceBackbone
+from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
+from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
+
+
+@dataclass(frozen=True)
+class FieldPreset:
+    """The settings a preset fixes (each can be overridden by the model config field of the same name)."""
+
+    backbone: Literal["mlp", "grid"]
+    num_samples: int
+    num_importance_samples: int
+    shape_code_dim: int
+    appearance_code_dim: int
+    density_noise_std: float
+    density_noise_steps: int
+
+
+PRESETS: dict[str, FieldPreset] = {
+    "mednerf": FieldPreset(
+        backbone="mlp",
+        num_samples=64,
+        num_importance_samples=0,
+        shape_code_dim=128,
+        appearance_code_dim=128,
+        density_noise_std=1.0,
+        density_noise_steps=5000,
+    ),
+    "cpu": FieldPreset(
+        backbone="grid",
+        num_samples=48,
+        num_importance_samples=0,
+        shape_code_dim=8,
+        appearance_code_dim=8,
+        density_noise_std=0.0,
+        density_noise_steps=0,
+    ),
+}
+
+
+@dataclass
+class MRIMedNeRFModelConfig(ModelConfig):
+    """MedNeRF-style conditional radiance field of brain MRI views.
+
+    ``enable_collider`` and ``collider_params`` are unused: rays are always clipped to the unit sphere.
+    """
+
+    _target: Type = field(default_factory=lambda: MRIMedNeRFModel)
+    preset: Literal["mednerf", "cpu"] = "mednerf"
+    """``mednerf``: GRAF's MLP, 64 samples, codes 128 + 128 (GPU). ``cpu``: feature grids, 48 samples, codes 8 + 8."""
+    num_samples: Optional[int] = None
+    """Uniform samples per ray (None: the preset's)."""
+    num_importance_samples: Optional[int] = None
+    """Extra samples per ray drawn from the first pass's weights (0: none; None: the preset's)."""
+    shape_code_dim: Optional[int] = None
+    """Size of each subject's shape code (None: the preset's)."""
+    appearance_code_dim: Optional[int] = None
+    """Size of each subject's appearance code (None: the preset's)."""
+    density_noise_std: Optional[float] = None
+    """Std of the noise on the density logits at step 0 (None: the preset's)."""
+    density_noise_steps: Optional[int] = None
+    """Steps over which the density noise decays linearly to 0 (0: no noise; None: the preset's)."""
+    code_init_std: float = 0.01
+    """Subject codes start as N(0, code_init_std^2)."""
+    grid_resolutions: Tuple[int, ...] = (32, 64, 96)
+    """Grid backbone: vertices per axis of each level over [-1, 1]^3."""
+    grid_channels: int = 4
+    """Grid backbone: features per vertex."""
+    grid_width: int = 64
+    """Grid backbone: hidden width of the MLP."""
+    grid_init_std: float = 0.1
+    """Grid backbone: std of the grids' normal initialisation."""
+    tv_loss_weight: float = 1e-3
+    """Grid backbone: weight of the total-variation prior on the grids."""
+
+    def resolved_preset(self) -> FieldPreset:
+        """The preset with every field of this config that is not None applied over it."""
+        names = [preset_field.name for preset_field in dataclasses.fields(FieldPreset)]
+        overrides = {name: getattr(self, name) for name in names if getattr(self, name, None) is not None}
+        return dataclasses.replace(PRESETS[self.preset], **overrides)
+
+
+class MRIMedNeRFModel(Model):
+    """Per-subject codes + :class:`ConditionalRadianceField` + the renderer of the data's view mode.
+
+    Reads from the dataparser metadata (``kwargs["metadata"]``): ``view_mode`` (default ``volume``),
+    ``density_scale`` k and ``subject_names`` (their number sizes the code table; default one subject).
+    Rays carry their subject in ``ray_bundle.metadata["subject_index"]`` [..., 1]; rays without it
+    (viewer, camera paths) render subject 0.
+
+    Outputs per ray: ``rgb`` [..., 3], ``accumulation`` [..., 1], ``depth`` [..., 1] (world units from
+    the ray origin) and ``volume`` [..., 3] (mean intensity along the ray, see
+    :class:`~mri_nerfstudio.nerf.renderers.MeanIntensityRenderer`).
+    """
+
+    config: MRIMedNeRFModelConfig
+
+    def populate_modules(self) -> None:
+        # Not super().populate_modules(): its near/far collider is replaced by the unit sphere.
+        metadata = self.kwargs.get("metadata") or {}
+        self.view_mode: str = metadata.get("view_mode", "volume")
+        self.density_scale = float(metadata.get("density_scale", DEFAULT_DENSITY_SCALE))
+        self.num_subjects = len(metadata.get("subject_names", ["subject"]))
+        if self.num_subjects < 1:
+            raise MRIInputError("dataparser metadata: subject_names is empty, expected at least one subject")
+        if self.config.preset not in PRESETS:
+            raise MRIInputError(f"model preset must be one of {tuple(PRESETS)}, got {self.config.preset!r}")
+        self.preset = self.config.resolved_preset()
+
+        self.field = ConditionalRadianceField(
+            self._make_backbone(),
+            density_activation="relu" if self.preset.backbone == "mlp" else "softplus",
+            density_noise_std=self.preset.density_noise_std,
+        )
+        code_dim = self.preset.shape_code_dim + self.preset.appearance_code_dim
+        self.subject_codes = nn.Embedding(self.num_subjects, code_dim)
+        nn.init.normal_(self.subject_codes.weight, std=self.config.code_init_std)
+
+        self.collider = SphereCollider(center=torch.zeros(3), radius=1.0)
+        self.sampler = UniformSampler(num_samples=self.preset.num_samples)
+        self.pdf_sampler = (
+            PDFSampler(num_samples=self.preset.num_importance_samples, include_original=True)
+            if self.preset.num_importance_samples > 0
+            else None
+        )
+        self.renderer = renderer_for_view_mode(self.view_mode)
+        self.mean_intensity = MeanIntensityRenderer(self.density_scale)
+
+    def _make_backbone(self) -> RadianceBackbone:
+        preset, config = self.preset, self.config
+        if preset.backbone == "mlp":
+            return MLPBackbone(preset.shape_code_dim, preset.appearance_code_dim)
+        return FeatureGridBackbone(
+            preset.shape_code_dim,
+            preset.appearance_code_dim,
+            resolutions=config.grid_resolutions,
+            channels=config.grid_channels,
+            width=config.grid_width,
+            init_std=config.grid_init_std,
+        )
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> list[TrainingCallback]:
+        start, steps = self.preset.density_noise_std, self.preset.density_noise_steps
+        if start <= 0:
+            return []
+
+        def anneal_density_noise(step: int) -> None:
+            self.field.density_noise_std = start * max(0.0, 1.0 - step / steps) if steps > 0 else 0.0
+
+        return [
+            TrainingCallback(
+                where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                update_every_num_iters=1,
+                func=anneal_density_noise,
+            )
+        ]
+
+    def get_param_groups(self) -> dict[str, list[Parameter]]:
+        return {"fields": list(self.field.parameters()), "codes": list(self.subject_codes.parameters())}
+
+    def subject_indices(self, ray_bundle: RayBundle) -> Tensor:
+        """Subject of each ray [...] (int64): ``metadata["subject_index"]``, or 0 when absent."""
+        index = ray_bundle.metadata.get("subject_index")
+        if index is None:
+            return torch.zeros(ray_bundle.origins.shape[:-1], dtype=torch.long, device=ray_bundle.origins.device)
+        index = index[..., 0].round().long()
+        if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < self.num_subjects:
+            raise MRIInputError(
+                f"ray metadata: subject_index spans {int(index.min())}..{int(index.max())}, "
+                f"the model has {self.num_subjects} subject(s)"
+            )
+        return index
+
+    def _conditioned(self, ray_samples: RaySamples, codes: Tensor) -> RaySamples:
+        """The samples with their rays' shape and appearance codes ([..., 1, D]) in their metadata."""
+        codes = codes[..., None, :]
+        ray_samples.metadata = {
+            **(ray_samples.metadata or {}),
+            "shape_code": codes[..., : self.preset.shape_code_dim],
+            "appearance_code": codes[..., self.preset.shape_code_dim :],
+        }
+        return ray_samples
+
+    def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor]:
+        codes = self.subject_codes(self.subject_indices(ray_bundle))  # [..., Ds + Da]
+        ray_samples = self._conditioned(self.sampler(ray_bundle), codes)
+        if self.pdf_sampler is not None:
+            with torch.no_grad():
+                first_density, _ = self.field.get_density(ray_samples)
+                weights = ray_samples.get_weights(first_density)
+            ray_samples = self._conditioned(self.pdf_sampler(ray_bundle, ray_samples, weights), codes)
+        field_outputs = self.field(ray_samples)
+        density = field_outputs[FieldHeadNames.DENSITY]
+        outputs = self.renderer(rgb=field_outputs[FieldHeadNames.RGB], density=density, ray_samples=ray_samples)
+        outputs["volume"] = self.mean_intensity(density=density, ray_samples=ray_samples)
+        return outputs
+
+    def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        image = batch["image"][..., :3].to(self.device)
+        return {"psnr": peak_signal_noise_ratio(outputs["rgb"].detach(), image, data_range=1.0)}
+
+    def get_loss_dict(
+        self, outputs: dict[str, Tensor], batch: dict[str, Tensor], metrics_dict: dict[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        loss_dict = {"rgb_loss": F.mse_loss(outputs["rgb"], batch["image"][..., :3].to(self.device))}
+        backbone = self.field.backbone
+        if self.training and isinstance(backbone, FeatureGridBackbone) and self.config.tv_loss_weight > 0:
+            loss_dict["tv_loss"] = self.config.tv_loss_weight * backbone.total_variation()
+        return loss_dict
+
+    def get_image_metrics_and_images(
+        self, outputs: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """PSNR and SSIM of ``rgb`` [H, W, 3] against ``batch["image"]``, and images for the logs."""
+        image = batch["image"][..., :3].to(self.device)
+        rgb = outputs["rgb"].clamp(0.0, 1.0)
+        image_nchw, rgb_nchw = (torch.moveaxis(x, -1, 0)[None] for x in (image, rgb))
+        metrics = {
+            "psnr": float(peak_signal_noise_ratio(rgb_nchw, image_nchw, data_range=1.0)),
+            "ssim": float(structural_similarity_index_measure(rgb_nchw, image_nchw, data_range=1.0)),
+        }
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "volume": outputs["volume"],
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images
+
+    @torch.no_grad()
+    def volume_on_grid(self, points_world: Tensor, subject: int = 0, points_per_chunk: int = 1 << 18) -> Tensor:
+        """The field's intensity estimate ``density / k`` at world points (0 outside the unit sphere).
+
+        Meaningful for the ``volume`` and ``drr`` view modes, where the views constrain density to
+        ``k`` times the MRI intensity (a ``mip`` view never sees density).
+
+        Args:
+            points_world: [P, 3] world units (see :mod:`mri_nerfstudio.views` for the frame).
+            subject: index of the subject in the dataparser's ``subject_names``.
+            points_per_chunk: points evaluated at once (bounds memory).
+
+        Returns:
+            [P] float32 on the device of ``points_world``.
+        """
+        if points_world.ndim != 2 or points_world.shape[-1] != 3:
+            raise MRIInputError(f"points_world must be [P, 3], got shape {tuple(points_world.shape)}")
+        if not 0 <= subject < self.num_subjects:
+            raise MRIInputError(f"subject must be in 0..{self.num_subjects - 1}, got {subject}")
+        shape_code = self.subject_codes.weight[subject, : self.preset.shape_code_dim]
+        intensity = torch.zeros(len(points_world), dtype=torch.float32, device=points_world.device)
+        for start in range(0, len(points_world), points_per_chunk):
+            points = points_world[start : start + points_per_chunk].to(self.device, torch.float32)
+            density, _ = self.field.density(points, shape_code.expand(len(points), -1))
+            inside = points.norm(dim=-1) <= 1.0
+            intensity[start : start + len(points)] = (density[:, 0] * inside / self.density_scale).to(intensity.device)
+        return intensity
