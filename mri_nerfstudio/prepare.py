@@ -30,7 +30,7 @@ from PIL import Image
 
 from mri_nerfstudio import views
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.preprocess.pipeline import default_pipeline, write_provenance
+from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
 from mri_nerfstudio.volume import Volume, find_subjects, load_default_subject, load_subject, save_nifti
 
 CACHE_FORMAT = 1
@@ -134,6 +134,53 @@ def cache_key(source: Path | None, config: PrepareConfig) -> str:
     return digest.hexdigest()[:16]
 
 
+def load_volume(source: Path | None, config: PrepareConfig) -> Volume:
+    """The subject ``source`` names (``None``: the embedded MNI152 template), loaded as ``config`` asks."""
+    if source is None:
+        return load_default_subject(resolution_mm=config.default_resolution_mm)
+    return load_subject(source, modalities=config.modalities, reference=config.reference)
+
+
+def preprocessing_pipeline(config: PrepareConfig) -> PreprocessPipeline:
+    """The preprocessing chain ``config`` asks for (its steps can also be run one by one, e.g. to time them)."""
+    return default_pipeline(
+        register=config.register,
+        registration_transform=config.registration_transform,
+        upsample_factor=config.upsample_factor,
+        slice_spacing_mm=config.slice_spacing_mm,
+        equalize=config.equalize,
+    )
+
+
+def render_subject_views(
+    volume: Volume, config: PrepareConfig
+) -> tuple[np.ndarray, views.ViewCameras, views.SceneNormalization]:
+    """The orbit views of a preprocessed volume's reference modality.
+
+    Returns:
+        ``[N, H, W]`` float32 images in [0, 1] (view i seen by camera i), the N cameras, and the
+        normalisation from RAS mm to the world frame (brain in the unit sphere).
+    """
+    normalization = views.scene_normalization(volume.brain_mask(), volume.affine)
+    cameras = views.make_orbit_cameras(
+        n_views=config.n_views,
+        step_deg=config.step_deg,
+        elevation_deg=config.elevation_deg,
+        radius=config.camera_radius,
+        image_size=config.image_size,
+        projection=config.projection,
+    )
+    world_from_voxel = normalization.world_from_ras() @ volume.affine
+    images = views.render_views(
+        torch.from_numpy(volume.images[config.reference]),
+        torch.from_numpy(world_from_voxel).float(),
+        cameras,
+        mode=config.view_mode,
+        density_scale=config.density_scale,
+    ).numpy()
+    return images.astype(np.float32), cameras, normalization
+
+
 def prepare_subject(
     source: Path | None,
     cache_dir: Path,
@@ -157,44 +204,17 @@ def prepare_subject(
         return load_prepared(directory)
 
     report(f"{name}: loading")
-    if source is None:
-        volume = load_default_subject(resolution_mm=config.default_resolution_mm)
-    else:
-        volume = load_subject(source, modalities=config.modalities, reference=config.reference)
+    volume = load_volume(source, config)
     report(f"{name}: preprocessing ({', '.join(volume.modalities)})")
-    pipeline = default_pipeline(
-        register=config.register,
-        registration_transform=config.registration_transform,
-        upsample_factor=config.upsample_factor,
-        slice_spacing_mm=config.slice_spacing_mm,
-        equalize=config.equalize,
-    )
-    volume, provenance = pipeline(volume)
-
+    volume, provenance = preprocessing_pipeline(config)(volume)
     report(f"{name}: rendering {config.n_views} {config.view_mode} views at {config.image_size} px")
-    normalization = views.scene_normalization(volume.brain_mask(), volume.affine)
-    cameras = views.make_orbit_cameras(
-        n_views=config.n_views,
-        step_deg=config.step_deg,
-        elevation_deg=config.elevation_deg,
-        radius=config.camera_radius,
-        image_size=config.image_size,
-        projection=config.projection,
-    )
-    world_from_voxel = normalization.world_from_ras() @ volume.affine
-    images = views.render_views(
-        torch.from_numpy(volume.images[config.reference]),
-        torch.from_numpy(world_from_voxel).float(),
-        cameras,
-        mode=config.view_mode,
-        density_scale=config.density_scale,
-    ).numpy()
+    images, cameras, normalization = render_subject_views(volume, config)
 
     prepared = PreparedSubject(
         name=name,
         directory=directory,
         volume=volume,
-        images=images.astype(np.float32),
+        images=images,
         cameras=cameras,
         normalization=normalization,
         config=config,

@@ -13,7 +13,16 @@ from PIL import Image
 from mri_nerfstudio import prepare as prepare_module
 from mri_nerfstudio.cli.prepare import main as prepare_main
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.prepare import PrepareConfig, cache_key, load_prepared, prepare_subject, prepare_subjects
+from mri_nerfstudio.prepare import (
+    PrepareConfig,
+    cache_key,
+    load_prepared,
+    load_volume,
+    prepare_subject,
+    prepare_subjects,
+    preprocessing_pipeline,
+    render_subject_views,
+)
 
 SMALL = PrepareConfig(image_size=24)
 
@@ -60,6 +69,35 @@ def test_rerun_is_served_from_cache(prepared, phantom_subject_dir, monkeypatch):
         np.testing.assert_allclose(again.volume.images[modality], prepared.volume.images[modality])
     np.testing.assert_allclose(again.volume.affine, prepared.volume.affine)
     np.testing.assert_allclose(again.cameras.c2w, prepared.cameras.c2w)
+
+
+def test_stages_run_one_by_one_give_the_prepared_subject(phantom_subject_dir, tmp_path):
+    # The stage functions are what prepare_subject runs (benchmarks time them one by one): same
+    # inputs, same code, so the views agree up to float reassociation. Registration is left out
+    # to keep the test fast; the step list is checked in the next test.
+    config = PrepareConfig(image_size=24, register=False)
+    prepared = prepare_subject(phantom_subject_dir, tmp_path, config)
+    volume = load_volume(phantom_subject_dir, config)
+    records = []
+    for step in preprocessing_pipeline(config).steps:
+        volume, record = step(volume)
+        records.append(record)
+    assert records == prepared.provenance
+    images, cameras, normalization = render_subject_views(volume, config)
+    assert images.dtype == np.float32
+    np.testing.assert_allclose(images, prepared.images, atol=1e-6)
+    np.testing.assert_allclose(cameras.c2w, prepared.cameras.c2w)
+    np.testing.assert_allclose(normalization.world_from_ras(), prepared.normalization.world_from_ras())
+
+
+def test_preprocessing_pipeline_follows_the_settings():
+    def names(config: PrepareConfig) -> list[str]:
+        return [step.name for step in preprocessing_pipeline(config).steps]
+
+    assert names(PrepareConfig()) == ["register_to_reference", "normalize_percentiles", "equalize_histogram"]
+    assert names(PrepareConfig(register=False, equalize=False)) == ["normalize_percentiles"]
+    assert "upsample_in_plane" in names(PrepareConfig(upsample_factor=2))
+    assert "resample_through_plane" in names(PrepareConfig(slice_spacing_mm=2.0))
 
 
 def test_cache_key_follows_inputs_and_settings(phantom_subject_dir, phantom_root):
