@@ -38,6 +38,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.field import ConditionalRadianceField, FeatureGridBackbone, MLPBackbone, RadianceBackbone
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
+from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
 from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
 
 
@@ -129,6 +130,8 @@ class MRIMedNeRFModel(Model):
     Outputs per ray: ``rgb`` [..., 3], ``accumulation`` [..., 1], ``depth`` [..., 1] (world units from
     the ray origin) and ``volume`` [..., 3] (mean intensity along the ray, see
     :class:`~mri_nerfstudio.nerf.renderers.MeanIntensityRenderer`).
+
+    The web viewer opens on the brain (:class:`~mri_nerfstudio.nerf.viewer_camera.OrbitViewerCamera`).
     """
 
     config: MRIMedNeRFModelConfig
@@ -163,6 +166,7 @@ class MRIMedNeRFModel(Model):
         )
         self.renderer = renderer_for_view_mode(self.view_mode)
         self.mean_intensity = MeanIntensityRenderer(self.density_scale)
+        self.viewer_camera = OrbitViewerCamera()
 
     def _make_backbone(self) -> RadianceBackbone:
         preset, config = self.preset, self.config
