@@ -1,0 +1,228 @@
+"""``ns-eval`` for MRI: nerfstudio's held-out PSNR / SSIM, plus FID, KID and 3D volume fidelity.
+
+:class:`MRIPipeline` is nerfstudio's :class:`VanillaPipeline` whose ``get_average_eval_image_metrics``
+(what ``ns-eval`` and the Trainer's all-image evaluation call) adds, next to ``psnr``, ``ssim``, ``fps``
+... and their ``_std``:
+
+- ``fid``, ``kid``, ``kid_std``: rendered held-out views vs the ground-truth held-out views (all
+  subjects pooled), Inception features from the wheel :mod:`mri_nerfstudio.metrics` names. MedNeRF
+  compared its renders with the *training* images instead; here the real set is the unseen views
+  themselves, so the score measures the renders, not the gap between two view sets.
+- ``volume_psnr``, ``volume_ssim`` (and ``_std`` over subjects): the field's volume estimate
+  (``density / k``, :meth:`MRIMedNeRFModel.volume_on_grid`) at the voxel centres of each subject's
+  preprocessed reference volume, against that volume, inside the brain mask
+  (:func:`mri_nerfstudio.metrics.volume_fidelity`), per subject then averaged. Not computed for the
+  ``mip`` view mode, whose views never constrain density.
+
+Every held-out view is rendered once: nerfstudio's loop renders and scores it, and
+:func:`recording_held_out_renders` keeps an 8-bit copy of each ground truth and render on the way.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Type
+
+import numpy as np
+import torch
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from rich.console import Console
+from torch import Tensor
+
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, volume_fidelity
+from mri_nerfstudio.prepare import PreparedSubject, load_prepared
+
+CONSOLE = Console()
+
+
+@dataclass(frozen=True)
+class HeldOutRender:
+    """One held-out view as nerfstudio's evaluation loop scored it."""
+
+    index: int
+    """Index in the eval dataset."""
+    subject: int
+    """Index of the subject in the dataparser's ``subject_names``."""
+    view: int
+    """Index of the view in the subject's orbit (0..71)."""
+    image: Tensor
+    """[H, W, 3] uint8 ground truth."""
+    rendering: Tensor
+    """[H, W, 3] uint8 render (``rgb``, clamped to [0, 1] then quantised)."""
+    psnr: float
+    """dB, from the model's ``get_image_metrics_and_images`` (float images)."""
+    ssim: float
+
+
+def _to_uint8(image: Tensor) -> Tensor:
+    return (image[..., :3].detach().float().clamp(0.0, 1.0) * 255).round().to(torch.uint8).cpu()
+
+
+@contextmanager
+def recording_held_out_renders(pipeline: VanillaPipeline) -> Iterator[list[HeldOutRender]]:
+    """Record every view the model scores while the context is open.
+
+    nerfstudio's evaluation loop calls ``model.get_image_metrics_and_images(outputs, batch)`` once per
+    image and keeps only the scores. Inside this context that method (on this model instance only)
+    also appends a :class:`HeldOutRender` to the yielded list; the class method is back on exit.
+
+    Args:
+        pipeline: a pipeline whose eval dataset comes from the ``mri-data`` dataparser.
+    """
+    model = pipeline.model
+    dataset = pipeline.datamanager.eval_dataset
+    camera_metadata = dataset.cameras.metadata or {}
+    if "subject_index" not in camera_metadata or "view_index" not in dataset.metadata:
+        raise MRIInputError("eval dataset: no subject_index / view_index metadata; use the mri-data dataparser")
+    subject_of = camera_metadata["subject_index"][:, 0].round().long().tolist()
+    view_of = dataset.metadata["view_index"].tolist()
+    renders: list[HeldOutRender] = []
+    name = "get_image_metrics_and_images"
+    instance_override = vars(model).get(name)
+    score = getattr(model, name)
+
+    def score_and_record(
+        outputs: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        metrics, images = score(outputs, batch)
+        index = int(batch["image_idx"])
+        renders.append(
+            HeldOutRender(
+                index=index,
+                subject=subject_of[index],
+                view=view_of[index],
+                image=_to_uint8(batch["image"]),
+                rendering=_to_uint8(outputs["rgb"]),
+                psnr=float(metrics["psnr"]),
+                ssim=float(metrics["ssim"]),
+            )
+        )
+        return metrics, images
+
+    setattr(model, name, score_and_record)
+    try:
+        yield renders
+    finally:
+        if instance_override is None:
+            delattr(model, name)
+        else:
+            setattr(model, name, instance_override)
+
+
+def evaluate_held_out_views(
+    pipeline: VanillaPipeline, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+) -> tuple[dict[str, float], list[HeldOutRender]]:
+    """nerfstudio's evaluation over every held-out view (what ``VanillaPipeline`` reports), keeping the renders.
+
+    Returns:
+        nerfstudio's scores (``psnr``, ``ssim``, ``num_rays_per_sec``, ``fps``, and their ``_std`` with
+        ``get_std``) and one :class:`HeldOutRender` per held-out view, in eval-dataset order.
+    """
+    with recording_held_out_renders(pipeline) as renders:
+        scores = pipeline.get_average_image_metrics(
+            pipeline.datamanager.fixed_indices_eval_dataloader, "eval", step, output_path, get_std
+        )
+    return scores, renders
+
+
+def render_features(renders: list[HeldOutRender], extractor: InceptionFeatures) -> tuple[Tensor, Tensor]:
+    """Inception features of the ground truths and of the renders: ([N, 2048], [N, 2048]) float32, CPU."""
+    if not renders:
+        raise MRIInputError("held-out views: none were rendered, FID and KID need at least 2")
+
+    def features(images: list[Tensor]) -> Tensor:
+        return extractor(torch.stack(images).permute(0, 3, 1, 2)).cpu()
+
+    return features([r.image for r in renders]), features([r.rendering for r in renders])
+
+
+def prepared_subjects(pipeline: VanillaPipeline) -> list[PreparedSubject]:
+    """The prepared subjects of the eval dataset (dataparser metadata ``prepared_dirs``), in subject order."""
+    directories = pipeline.datamanager.eval_dataset.metadata.get("prepared_dirs")
+    if not directories:
+        raise MRIInputError("dataparser metadata: no prepared_dirs; volume metrics need the mri-data dataparser")
+    return [load_prepared(Path(directory)) for directory in directories]
+
+
+def field_at_voxels(model, prepared: PreparedSubject, subject: int, voxels: np.ndarray) -> np.ndarray:
+    """The field's intensity estimate (density / k) at voxel centres of the prepared volume's grid.
+
+    Args:
+        model: an :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel`.
+        prepared: the subject's prepared folder (its grid and RAS -> world normalisation).
+        subject: the subject's index in the model.
+        voxels: [P, 3] voxel indices (i, j, k).
+
+    Returns:
+        [P] float32, in the preprocessed volume's intensity units (0 outside the unit sphere).
+    """
+    world_from_voxel = prepared.world_from_voxel
+    points = np.asarray(voxels, dtype=np.float64) @ world_from_voxel[:3, :3].T + world_from_voxel[:3, 3]
+    return model.volume_on_grid(torch.from_numpy(points).float(), subject).cpu().numpy()
+
+
+def reconstruct_in_mask(model, prepared: PreparedSubject, subject: int) -> np.ndarray:
+    """[X, Y, Z] float32 on the preprocessed grid: the field's estimate inside the brain mask, 0 outside."""
+    mask = prepared.volume.brain_mask()
+    estimate = np.zeros(mask.shape, dtype=np.float32)
+    estimate[mask] = field_at_voxels(model, prepared, subject, np.argwhere(mask))
+    return estimate
+
+
+def subject_volume_scores(model, prepared: PreparedSubject, subject: int) -> dict[str, float]:
+    """``volume_psnr`` (dB) and ``volume_ssim`` of the field against the subject's preprocessed reference volume."""
+    reference = prepared.volume.images[prepared.config.reference]
+    estimate = reconstruct_in_mask(model, prepared, subject)
+    return volume_fidelity(estimate, reference, prepared.volume.brain_mask())
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and unbiased std (as nerfstudio reports over views); std 0 for a single value."""
+    tensor = torch.tensor(values, dtype=torch.float64)
+    return float(tensor.mean()), float(tensor.std()) if len(values) > 1 else 0.0
+
+
+@dataclass
+class MRIPipelineConfig(VanillaPipelineConfig):
+    """nerfstudio's pipeline, with FID / KID and volume fidelity in its evaluation (``ns-eval``)."""
+
+    _target: Type = field(default_factory=lambda: MRIPipeline)
+    image_set_metrics: bool = True
+    """Add FID and KID over all held-out views (InceptionV3 at 299 px: about 0.1-0.3 s per image on a CPU)."""
+    volume_metrics: bool = True
+    """Add 3D PSNR and SSIM of the field's volume estimate against each preprocessed input volume."""
+    kid_subsets: int = 100
+    """KID: number of random subsets."""
+    kid_subset_size: int = 1000
+    """KID: images per subset, clamped to the number of held-out views."""
+    feature_batch_size: int = 16
+    """Images per Inception forward pass."""
+
+
+class MRIPipeline(VanillaPipeline):
+    """:class:`VanillaPipeline` whose held-out evaluation adds FID, KID and volume fidelity (module docstring)."""
+
+    config: MRIPipelineConfig
+
+    def get_average_eval_image_metrics(
+        self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+    ) -> dict[str, float]:
+        scores, renders = evaluate_held_out_views(self, step, output_path, get_std)
+        if self.config.image_set_metrics:
+            CONSOLE.print(f"[mri] FID / KID over {len(renders)} held-out views")
+            extractor = InceptionFeatures(device=self.device, batch_size=self.config.feature_batch_size)
+            real, fake = render_features(renders, extractor)
+            scores.update(fid_kid_from_features(real, fake, self.config.kid_subsets, self.config.kid_subset_size))
+        if self.config.volume_metrics and self.model.view_mode != "mip":
+            subjects = prepared_subjects(self)
+            CONSOLE.print(f"[mri] volume fidelity of {len(subjects)} subject(s)")
+            per_subject = [subject_volume_scores(self.model, prepared, s) for s, prepared in enumerate(subjects)]
+            for key in ("volume_psnr", "volume_ssim"):
+                mean, std = mean_and_std([scores_of_subject[key] for scores_of_subject in per_subject])
+                scores[key] = mean
+                if get_std:
+                    scores[f"{key}_std"] = std
+        return scores
