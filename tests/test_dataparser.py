@@ -84,7 +84,7 @@ def test_ns_train_lists_the_method_and_its_dataparser(tmp_path):
 def test_ns_train_parses_a_brats_root(phantom_root, tmp_path):
     result = _ns_train(
         "mri-mednerf", "--max-num-iterations", "1", "--vis", "tensorboard", "--output-dir", str(tmp_path / "out"),
-        "--pipeline.datamanager.train-num-rays-per-batch", "64", "--steps-per-eval-batch", "100",
+        "--pipeline.datamanager.train-num-rays-per-batch", "64", "--pipeline.datamanager.patch-size", "8", "--steps-per-eval-batch", "100",
         "--steps-per-eval-image", "100", "--steps-per-eval-all-images", "100",
         "mri-data", "--data", str(phantom_root), "--cache-dir", str(tmp_path / "cache"), "--prepare.image-size", "16",
         cwd=tmp_path,
