@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from mri_nerfstudio.nerf.datamanager import MRIDataManagerConfig
 from mri_nerfstudio.nerf.dataparser import MRIDataParserConfig
-from mri_nerfstudio.nerf.dataset import MRIViewDataset
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
+from mri_nerfstudio.nerf.pipeline import MRIPipelineConfig
 
 CUDA = torch.cuda.is_available()
 
@@ -33,10 +32,13 @@ mri_mednerf = MethodSpecification(
         mixed_precision=False,
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         viewer=ViewerConfig(websocket_host="127.0.0.1"),
-        pipeline=VanillaPipelineConfig(
-            datamanager=VanillaDataManagerConfig(
-                _target=VanillaDataManager[MRIViewDataset],
+        pipeline=MRIPipelineConfig(
+            datamanager=MRIDataManagerConfig(
                 dataparser=MRIDataParserConfig(),
+                # MedNeRF's 32 x 32 scaled patches (the adversarial loss needs them). With pure MSE they
+                # match random rays on held-out views (CPU preset, 1000 steps: 38.0 vs 37.9 dB); 8 x 8 at
+                # scales near 1 samples a coarse lattice and loses 3 dB.
+                patch_size=32,
                 train_num_rays_per_batch=1024,
                 eval_num_rays_per_batch=1024,
             ),

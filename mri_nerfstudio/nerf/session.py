@@ -1,0 +1,91 @@
+"""nerfstudio's own :class:`Trainer`, driven one step at a time in this process.
+
+Benchmarks and tests need what ``ns-train`` does (the same optimizers, schedulers, gradient scaler and
+training callbacks, e.g. the density-noise decay) but with held-out scores taken between steps and
+without a viewer, writer or checkpoints. :class:`TrainingSession` is that: ``Trainer.train_iteration``
+wrapped with the callbacks the Trainer would run around it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+
+from mri_nerfstudio.errors import MRIInputError
+
+
+class TrainingSession:
+    """A :class:`Trainer` set up from ``config`` (a copy; ``vis`` is forced to ``tensorboard``: no viewer).
+
+    Args:
+        config: e.g. ``mri_mednerf.config`` with its fields changed.
+        output_dir: where the Trainer may create its run folder (nothing is written there by
+            :meth:`step`; it exists because the Trainer insists on one).
+    """
+
+    def __init__(self, config: TrainerConfig, output_dir: Path):
+        config = copy.deepcopy(config)
+        config.vis = "tensorboard"
+        config.output_dir = Path(output_dir)
+        config.set_timestamp()
+        self.trainer: Trainer = config.setup(local_rank=0, world_size=1)
+        self.trainer.setup()
+        self.step_count = 0
+        self.train_seconds = 0.0
+
+    @property
+    def pipeline(self):
+        return self.trainer.pipeline
+
+    def step(self) -> dict[str, float]:
+        """One training iteration, as ``ns-train`` runs it. Returns the loss terms as floats."""
+        step = self.step_count
+        self.pipeline.train()
+        start = time.perf_counter()
+        for callback in self.trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        _, loss_dict, _ = self.trainer.train_iteration(step)
+        for callback in self.trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        if self.trainer.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.train_seconds += time.perf_counter() - start
+        self.step_count += 1
+        return {name: float(value) for name, value in loss_dict.items()}
+
+    @torch.no_grad()
+    def evaluate(self, views: Sequence[int] | None = None) -> dict[str, float]:
+        """Mean and std of PSNR and SSIM over held-out views.
+
+        Args:
+            views: indices into the eval dataset (the 57 held-out views per subject); None: all.
+
+        Returns:
+            ``psnr``, ``psnr_std``, ``ssim``, ``ssim_std`` (dB and unitless), as ``ns-eval`` reports them.
+        """
+        dataset = self.pipeline.datamanager.eval_dataset
+        indices = list(range(len(dataset))) if views is None else list(views)
+        if not indices or not all(0 <= i < len(dataset) for i in indices):
+            raise MRIInputError(f"views must be indices in 0..{len(dataset) - 1}, got {indices}")
+        model = self.pipeline.model
+        model.eval()
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+        for index in indices:
+            camera = dataset.cameras[index : index + 1].to(model.device)
+            outputs = model.get_outputs_for_camera(camera)
+            metrics, _ = model.get_image_metrics_and_images(outputs, dataset[index])
+            for name in scores:
+                scores[name].append(float(metrics[name]))
+        model.train()
+        summary: dict[str, float] = {}
+        for name, values in scores.items():
+            tensor = torch.tensor(values)
+            summary[name] = float(tensor.mean())
+            summary[f"{name}_std"] = float(tensor.std()) if len(values) > 1 else 0.0
+        return summary
