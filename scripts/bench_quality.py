@@ -1,0 +1,177 @@
+"""Held-out PSNR / SSIM against iterations and seconds: MedNeRF's network vs our CPU preset, same run.
+
+Both presets train on the same prepared subject (the embedded MNI152 template by default, 15 views at
+5-degree x 5 spacing) with the shipped ``mri-mednerf`` method, each with its own learning rate, and are
+scored on held-out views at a geometric series of steps (training time excludes scoring). Prints a
+table, writes JSON and a PNG plot.
+
+    .venv/bin/python scripts/bench_quality.py --seconds 300 --out bench_out/quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mri_nerfstudio.nerf.method_config import mri_mednerf
+from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.prepare import PrepareConfig
+
+# Learning rates of the field per preset: MedNeRF's generator rate for its MLP; grids want a larger step.
+FIELD_LEARNING_RATE = {"mednerf": 5e-4, "cpu": 2e-2}
+REFERENCE_PSNR = 25.01
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
+    parser.add_argument("--presets", nargs="+", default=["mednerf", "cpu"], choices=sorted(FIELD_LEARNING_RATE))
+    parser.add_argument("--image-size", type=int, default=128, help="view size in pixels")
+    parser.add_argument("--seconds", type=float, default=300.0, help="training-time budget per preset")
+    parser.add_argument("--max-steps", type=int, default=2000, help="step budget per preset")
+    parser.add_argument("--eval-views", type=int, default=12, help="held-out views scored along the way (of 57)")
+    parser.add_argument(
+        "--final-views", type=int, default=None, help="held-out views scored at the end (default: all 57)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench_out/quality"), help="folder for JSON and PNG")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="prepared-subject cache (default: the usual)")
+    return parser.parse_args(argv)
+
+
+def make_session(preset: str, args: argparse.Namespace) -> TrainingSession:
+    config = copy.deepcopy(mri_mednerf.config)
+    config.pipeline.model.preset = preset
+    config.optimizers["fields"]["optimizer"].lr = FIELD_LEARNING_RATE[preset]
+    dataparser = config.pipeline.datamanager.dataparser
+    dataparser.data = Path(args.data)
+    dataparser.prepare = PrepareConfig(image_size=args.image_size)
+    if args.cache_dir is not None:
+        dataparser.cache_dir = args.cache_dir
+    torch.manual_seed(args.seed)
+    return TrainingSession(config, args.out / "runs")
+
+
+def evenly_spaced(total: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``0 .. total - 1``."""
+    return torch.linspace(0, total - 1, min(count, total)).round().long().tolist()
+
+
+def score_steps(max_steps: int) -> list[int]:
+    """Steps after which to score: 0, 10, 20, 50, 100, 200, 500, ... up to ``max_steps``."""
+    steps, decade = [0], 10
+    while decade < max_steps:
+        steps += [s for s in (decade, 2 * decade, 5 * decade) if s < max_steps]
+        decade *= 10
+    return steps + [max_steps]
+
+
+def benchmark_preset(preset: str, args: argparse.Namespace) -> dict:
+    session = make_session(preset, args)
+    held_out = len(session.pipeline.datamanager.eval_dataset)
+    views = evenly_spaced(held_out, args.eval_views)
+    curve = []
+    for target in score_steps(args.max_steps):
+        while session.step_count < target and session.train_seconds < args.seconds:
+            session.step()
+        scores = session.evaluate(views)
+        curve.append({"step": session.step_count, "train_seconds": session.train_seconds, **scores})
+        print(
+            f"{preset:>8} step {session.step_count:6d}  {session.train_seconds:8.1f} s  "
+            f"PSNR {scores['psnr']:6.2f}  SSIM {scores['ssim']:.3f}",
+            flush=True,
+        )
+        if session.train_seconds >= args.seconds:
+            break
+    final = session.evaluate(evenly_spaced(held_out, args.final_views or held_out))
+    reached = next((point for point in curve if point["psnr"] >= REFERENCE_PSNR), None)
+    parameters = sum(p.numel() for p in session.pipeline.model.parameters())
+    return {
+        "preset": preset,
+        "field_lr": FIELD_LEARNING_RATE[preset],
+        "parameters": parameters,
+        "steps": session.step_count,
+        "train_seconds": session.train_seconds,
+        "seconds_per_step": session.train_seconds / max(session.step_count, 1),
+        "final_views": args.final_views or held_out,
+        "final": final,
+        "first_scored_point_at_or_above_25_01_db": reached,
+        "curve": curve,
+    }
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        curve = result["curve"]
+        for axis, key in zip(axes, ("step", "train_seconds")):
+            axis.plot([max(p[key], 1e-1) for p in curve], [p["psnr"] for p in curve], "o-", label=result["preset"])
+    for axis, label in zip(axes, ("training steps", "training seconds")):
+        axis.axhline(REFERENCE_PSNR, color="grey", linestyle="--", label="MedNeRF poster (25.01 dB)")
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel("held-out PSNR (dB)")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.suptitle("mri-mednerf presets on the same data (held-out views)")
+    figure.tight_layout()
+    temporary = path.with_suffix(".tmp.png")
+    figure.savefig(temporary, dpi=120)
+    temporary.replace(path)
+
+
+def table(results: list[dict]) -> str:
+    header = f"{'preset':>8} {'params':>10} {'steps':>6} {'s/step':>8} {'final PSNR':>16} {'final SSIM':>16} {'to 25 dB':>18}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        final, reached = r["final"], r["first_scored_point_at_or_above_25_01_db"]
+        to_25 = f"{reached['step']} st / {reached['train_seconds']:.0f} s" if reached else "not reached"
+        lines.append(
+            f"{r['preset']:>8} {r['parameters']:>10,} {r['steps']:>6} {r['seconds_per_step']:>8.3f} "
+            f"{final['psnr']:>8.2f} +- {final['psnr_std']:<5.2f} {final['ssim']:>8.3f} +- {final['ssim_std']:<5.3f} {to_25:>18}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [benchmark_preset(preset, args) for preset in args.presets]
+    report = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "load_average": os.getloadavg(),
+        },
+        "image_size": args.image_size,
+        "results": results,
+    }
+    print("\n" + table(results))
+    json_path = args.out / "quality.json"
+    temporary = json_path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(report, indent=2))
+    temporary.replace(json_path)
+    plot(results, args.out / "quality.png")
+    print(f"\nJSON: {json_path}\nplot: {args.out / 'quality.png'}")
+
+
+if __name__ == "__main__":
+    main()
