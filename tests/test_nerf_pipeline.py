@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.pipeline import (
     MRIPipeline,
     MRIPipelineConfig,
@@ -20,29 +18,17 @@ from mri_nerfstudio.nerf.pipeline import (
     reconstruct_in_mask,
 )
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import PrepareConfig
 
 IMAGE_KEYS = {"psnr", "psnr_std", "ssim", "ssim_std", "fps", "fps_std"}
 ADDED_KEYS = {"fid", "kid", "kid_std", "volume_psnr", "volume_psnr_std", "volume_ssim", "volume_ssim_std"}
 
 
 @pytest.fixture(scope="module")
-def session(phantom_subject_dir, tmp_path_factory) -> TrainingSession:
+def session(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> TrainingSession:
     """The CPU method with MRIPipelineConfig on one tiny phantom: 8 views of 24 px, 4 of them held out."""
-    torch.manual_seed(0)
-    config = copy.deepcopy(mri_mednerf.config)
-    config.machine.device_type = "cpu"
+    config = tiny_method_config(phantom_subject_dir, tmp_path_factory.mktemp("cache"), n_views=8, step_deg=45.0)
     config.pipeline = MRIPipelineConfig(datamanager=config.pipeline.datamanager, model=config.pipeline.model)
-    config.pipeline.model.preset = "cpu"
-    config.pipeline.model.grid_resolutions = (16, 32)
-    config.pipeline.model.num_samples = 24
-    datamanager = config.pipeline.datamanager
-    datamanager.train_num_rays_per_batch = 256
-    datamanager.patch_size = 8
-    datamanager.dataparser.data = phantom_subject_dir
-    datamanager.dataparser.cache_dir = tmp_path_factory.mktemp("cache")
-    datamanager.dataparser.train_every = 2
-    datamanager.dataparser.prepare = PrepareConfig(image_size=24, n_views=8, step_deg=45.0)
+    config.pipeline.datamanager.dataparser.train_every = 2
     return TrainingSession(config, tmp_path_factory.mktemp("outputs"))
 
 

@@ -8,13 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mri_nerfstudio.cli.report import main as report_main
-from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import PrepareConfig
 
 AGGREGATE_KEYS = {
     "held_out_views", "psnr", "psnr_std", "ssim", "ssim_std", "fid", "kid", "kid_std",
@@ -23,21 +20,10 @@ AGGREGATE_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def trained_run(phantom_subject_dir, tmp_path_factory) -> tuple[Path, TrainingSession]:
+def trained_run(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> tuple[Path, TrainingSession]:
     """config.yml and checkpoint of the stock method (VanillaPipeline) after 30 steps: 8 views of 24 px, 4 held out."""
-    torch.manual_seed(0)
-    config = copy.deepcopy(mri_mednerf.config)
-    config.machine.device_type = "cpu"
-    config.pipeline.model.preset = "cpu"
-    config.pipeline.model.grid_resolutions = (16, 32)
-    config.pipeline.model.num_samples = 24
-    datamanager = config.pipeline.datamanager
-    datamanager.train_num_rays_per_batch = 256
-    datamanager.patch_size = 8
-    datamanager.dataparser.data = phantom_subject_dir
-    datamanager.dataparser.cache_dir = tmp_path_factory.mktemp("cache")
-    datamanager.dataparser.train_every = 2
-    datamanager.dataparser.prepare = PrepareConfig(image_size=24, n_views=8, step_deg=45.0)
+    config = tiny_method_config(phantom_subject_dir, tmp_path_factory.mktemp("cache"), n_views=8, step_deg=45.0)
+    config.pipeline.datamanager.dataparser.train_every = 2
     session = TrainingSession(config, tmp_path_factory.mktemp("outputs"))
     for _ in range(30):
         session.step()

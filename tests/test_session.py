@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-import torch
 
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import PrepareConfig
 
 
 @pytest.fixture
-def session(phantom_subject_dir, tmp_path) -> TrainingSession:
+def session(tiny_method_config, phantom_subject_dir, tmp_path) -> TrainingSession:
     """The shipped CPU method on one tiny phantom subject (24 px views), with a small field."""
-    torch.manual_seed(0)
-    config = copy.deepcopy(mri_mednerf.config)
-    config.machine.device_type = "cpu"
-    config.pipeline.model.preset = "cpu"
-    config.pipeline.model.grid_resolutions = (16, 32)
-    config.pipeline.model.num_samples = 24
-    config.pipeline.datamanager.train_num_rays_per_batch = 256
-    config.pipeline.datamanager.patch_size = 8
-    dataparser = config.pipeline.datamanager.dataparser
-    dataparser.data = phantom_subject_dir
-    dataparser.cache_dir = tmp_path / "cache"
-    dataparser.prepare = PrepareConfig(image_size=24)
-    return TrainingSession(config, tmp_path / "outputs")
+    return TrainingSession(tiny_method_config(phantom_subject_dir, tmp_path / "cache"), tmp_path / "outputs")
 
 
 def test_training_lowers_the_loss_and_raises_held_out_psnr(session):
