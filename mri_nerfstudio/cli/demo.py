@@ -154,7 +154,8 @@ def score_table(scores: dict[str, float]) -> str:
     for metric, (reference, _) in MEDNERF_REFERENCE.items():
         if metric not in scores:
             continue
-        ours = f"{scores[metric]:.3f} +- {scores.get(metric + '_std', float('nan')):.3f}"
+        spread = scores.get(f"{metric}_std")
+        ours = f"{scores[metric]:.3f}" + ("" if spread is None else f" +- {spread:.3f}")
         better = scores[metric] > reference if HIGHER_IS_BETTER[metric] else scores[metric] < reference
         lines.append(f"{metric.upper():<16}{ours:>20}{reference:>18.3f}   {'better' if better else 'NOT better'}")
     for metric in ("volume_psnr", "volume_ssim"):
