@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 
-from mri_nerfstudio.nerf.method_config import mri_mednerf
+from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.prepare import PrepareConfig
 
-# Learning rates of the field per preset: MedNeRF's generator rate for its MLP; grids want a larger step.
-FIELD_LEARNING_RATE = {"mednerf": 5e-4, "cpu": 2e-2}
 REFERENCE_PSNR = 25.01
 
 

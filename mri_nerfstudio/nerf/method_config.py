@@ -22,6 +22,9 @@ from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
 from mri_nerfstudio.nerf.pipeline import MRIPipelineConfig
 
 CUDA = torch.cuda.is_available()
+PRESET = "mednerf" if CUDA else "cpu"
+# Adam learning rate of the field per preset: MedNeRF's generator rate for the MLP; grids want a larger step.
+FIELD_LEARNING_RATE = {"mednerf": 5e-4, "cpu": 2e-2}
 
 mri_mednerf = MethodSpecification(
     config=TrainerConfig(
@@ -42,11 +45,10 @@ mri_mednerf = MethodSpecification(
                 train_num_rays_per_batch=1024,
                 eval_num_rays_per_batch=1024,
             ),
-            model=MRIMedNeRFModelConfig(preset="mednerf" if CUDA else "cpu"),
+            model=MRIMedNeRFModelConfig(preset=PRESET),
         ),
         optimizers={
-            # MedNeRF's generator learning rate for the MLP; grids want a much larger step.
-            "fields": {"optimizer": AdamOptimizerConfig(lr=5e-4 if CUDA else 2e-2, eps=1e-15), "scheduler": None},
+            "fields": {"optimizer": AdamOptimizerConfig(lr=FIELD_LEARNING_RATE[PRESET], eps=1e-15), "scheduler": None},
             "codes": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
         },
         vis="viewer",
