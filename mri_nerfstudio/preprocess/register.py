@@ -9,7 +9,7 @@ can be reported in RAS mm.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -100,6 +100,25 @@ def _transform_record(transform: sitk.Euler3DTransform | sitk.AffineTransform, k
         angle_x, angle_y, angle_z = np.degrees(transform.GetParameters()[:3])
         record["euler_deg"] = {"order": "R = Rz @ Rx @ Ry about R, A, S", "x": -angle_x, "y": -angle_y, "z": angle_z}
     return record
+
+
+def _set_pyramid_descent(
+    method: sitk.ImageRegistrationMethod,
+    learning_rate: float,
+    min_step: float,
+    iterations: int,
+    shrink_factors: Sequence[int],
+    sigmas_mm: Sequence[float],
+) -> None:
+    """Regular-step gradient descent (scales from physical shift) over a pyramid of levels, each a
+    shrink factor and a Gaussian smoothing sigma in mm."""
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate, minStep=min_step, numberOfIterations=iterations, relaxationFactor=0.5
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(sigmas_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
 
 
 @dataclass(frozen=True)
@@ -239,16 +258,7 @@ class RegisterToReference(PreprocessStep):
         # costs more than the optimisation itself on a 240 x 240 x 155 volume.
         method.SetMetricUseFixedImageGradientFilter(False)
         method.SetMetricUseMovingImageGradientFilter(False)
-        method.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=self.learning_rate,
-            minStep=self.min_step,
-            numberOfIterations=self.iterations,
-            relaxationFactor=0.5,
-        )
-        method.SetOptimizerScalesFromPhysicalShift()
-        method.SetShrinkFactorsPerLevel(list(shrink_factors))
-        method.SetSmoothingSigmasPerLevel(list(sigmas))
-        method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+        _set_pyramid_descent(method, self.learning_rate, self.min_step, self.iterations, shrink_factors, sigmas)
         method.SetInitialTransform(initial, inPlace=False)
         transform = method.Execute(fixed, moving)
         # Execute wraps the result in a CompositeTransform holding the single fitted transform.
@@ -480,16 +490,9 @@ class CorrectSliceMotion(PreprocessStep):
         moving = _slice_image(source.astype(np.float32), spacing)
         centre = _slice_centre(target.shape, spacing)
         method = self._slice_method(metric)
-        method.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=self.learning_rate,
-            minStep=self.min_step,
-            numberOfIterations=self.iterations,
-            relaxationFactor=0.5,
+        _set_pyramid_descent(
+            method, self.learning_rate, self.min_step, self.iterations, self.shrink_factors, self.smoothing_sigmas_mm
         )
-        method.SetOptimizerScalesFromPhysicalShift()
-        method.SetShrinkFactorsPerLevel(list(self.shrink_factors))
-        method.SetSmoothingSigmasPerLevel(list(self.smoothing_sigmas_mm))
-        method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
         method.SetInitialTransform(_slice_transform(np.zeros(3), centre), inPlace=False)
         fitted = np.asarray(sitk.CompositeTransform(method.Execute(fixed, moving)).GetNthTransform(0).GetParameters())
 
