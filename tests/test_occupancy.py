@@ -113,3 +113,18 @@ def test_evaluate_field_matches_the_field_where_occupied_and_is_zero_elsewhere(t
         assert partial[name].dtype == torch.float32
         torch.testing.assert_close(partial[name][occupied], full[name][occupied])
         assert (partial[name][~occupied] == 0).all()
+
+
+def test_field_outputs_are_float32_under_autocast(trained_without_skipping):
+    """Mixed precision (CUDA's fp16 autocast; bfloat16 here on CPU) must not reach the renderer."""
+    model = trained_without_skipping.pipeline.model.eval()
+    camera = trained_without_skipping.pipeline.datamanager.eval_dataset.cameras[0:1]
+    rays = camera.generate_rays(camera_indices=0).flatten()[:64]
+    ray_samples = model._conditioned(model.sampler(model.collider(rays)), model.subject_codes.weight[0].expand(64, -1))
+    occupied = torch.ones(ray_samples.shape, dtype=torch.bool)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.field.backbone.density_head(torch.zeros(1, model.field.backbone.density_head.in_features)).dtype == torch.bfloat16
+        for outputs in (evaluate_field(model.field, ray_samples), evaluate_field(model.field, ray_samples, occupied)):
+            assert all(value.dtype == torch.float32 for value in outputs.values())
+        rendered = model(rays)
+    assert rendered["rgb"].dtype == torch.float32 and torch.isfinite(rendered["rgb"]).all()

@@ -251,7 +251,7 @@ class MRIMedNeRFModel(Model):
         if self.pdf_sampler is not None:
             with torch.no_grad():
                 first_density, _ = self.field.get_density(ray_samples)
-                weights = ray_samples.get_weights(first_density)
+                weights = ray_samples.get_weights(first_density.float())
             ray_samples = self._conditioned(self.pdf_sampler(ray_bundle, ray_samples, weights), codes)
         occupied = None
         if self.config.skip_empty_space and self.occupancy is not None:
