@@ -9,6 +9,7 @@ target), iterations/s, render rays/s, peak memory. Prints a table and writes JSO
 
 - ``mednerf``: GRAF / MedNeRF's 8 x 256 MLP, 64 samples, every sample evaluated (no skipping).
 - ``fast``: the ``cpu`` preset (dense feature grids + a tiny MLP, 48 samples) with empty-space skipping.
+- ``grid`` (``--compare fast grid``): the same without skipping, to see what skipping adds.
 
 On CUDA the method's mixed precision is on. Defaults fit about 10 minutes on two CPU cores (48 px views
 of the embedded MNI152 template); ``--gpu`` is the 128 px run with longer budgets::
@@ -40,7 +41,7 @@ from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.prepare import PrepareConfig
 
 # name -> (model preset, empty-space skipping)
-CONFIGURATIONS = {"mednerf": ("mednerf", False), "fast": ("cpu", True)}
+CONFIGURATIONS = {"mednerf": ("mednerf", False), "fast": ("cpu", True), "grid": ("cpu", False)}
 REFERENCE = "mednerf"
 
 
@@ -50,7 +51,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=48, help="view size in pixels")
     parser.add_argument("--targets", type=float, nargs="+", default=[25.0, 30.0], help="held-out PSNR targets, dB")
     parser.add_argument("--seconds", type=float, default=200.0, help="training-time budget of the reference")
-    parser.add_argument("--fast-seconds", type=float, default=120.0, help="training-time budget of the fast field")
+    parser.add_argument("--compare", nargs="+", default=["fast"], choices=["fast", "grid"], help="against mednerf")
+    parser.add_argument("--fast-seconds", type=float, default=120.0, help="training-time budget of each compared field")
     parser.add_argument("--max-steps", type=int, default=20_000, help="step budget per configuration")
     parser.add_argument("--score-growth", type=float, default=1.4, help="ratio between successive scoring steps")
     parser.add_argument("--eval-views", type=int, default=3, help="held-out views scored along the way (of 57)")
@@ -198,12 +200,13 @@ def summarise(run: Run, targets: list[float], device: str) -> dict:
 
 
 def comparison(reference: dict, fast: dict, targets: list[float], matched_psnr: float) -> list[dict]:
-    """Per target (and the reference's best PSNR): what each reached, and the speed-ups wall / CPU / steps."""
+    """Per target (and the reference's best PSNR): what each reached, and the speed-ups wall / CPU / steps of ``fast``."""
     rows = []
     for label, target in [*((f"{t:g} dB", t) for t in targets), (f"{matched_psnr:.2f} dB (reference's best)", matched_psnr)]:
         ref_point, fast_point = first_reaching(reference["curve"], target), first_reaching(fast["curve"], target)
         rows.append(
             {
+                "config": fast.get("name", "fast"),
                 "target": label,
                 "psnr": target,
                 "reference": ref_point,
@@ -233,14 +236,14 @@ def table(results: list[dict], rows: list[dict], device: str) -> str:
             f"{r['name']:>8} {r['parameters']:>10,} {r['steps']:>6} {r['iterations_per_second']:>8.2f} "
             f"{r['render_rays_per_second']:>14,.0f} {r['best_psnr']:>10.2f} {memory:>14}"
         )
-    lines += ["", f"{'held-out PSNR':<32} {'mednerf':>34} {'fast':>34} {'wall':>7} {'CPU':>7} {'steps':>7}"]
+    lines += ["", f"{'held-out PSNR':<32} {'mednerf':>34} {'compared':>43} {'wall':>7} {'CPU':>7} {'steps':>7}"]
     for row in rows:
         lines.append(
-            f"{row['target']:<32} {_point(row['reference']):>34} {_point(row['fast']):>34} "
+            f"{row['target']:<32} {_point(row['reference']):>34} {row['config'] + ': ' + _point(row['fast']):>43} "
             f"{_ratio(row['wall_speedup']):>7} {_ratio(row['cpu_speedup']):>7} {_ratio(row['step_ratio']):>7}"
         )
     if device != "cuda":
-        lines.append(f"\npeak memory (CPU): process ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB, both configurations together")
+        lines.append(f"\npeak memory (CPU): process ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB, all configurations together")
     return "\n".join(lines)
 
 
@@ -249,30 +252,29 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     runs = {}
-    for name, budget in ((REFERENCE, args.seconds), ("fast", args.fast_seconds)):
+    for name, budget in ((REFERENCE, args.seconds), *((name, args.fast_seconds) for name in args.compare)):
         torch.manual_seed(args.seed)
         config = method_config(name, args.data, args.image_size, args.device, args.cache_dir)
         session = TrainingSession(config, args.out / "runs")
         runs[name] = Run(name, session, budget, schedule=geometric_steps(args.max_steps, args.score_growth))
-    reference, fast = runs[REFERENCE], runs["fast"]
+    reference, compared = runs[REFERENCE], [runs[name] for name in args.compare]
     held_out = len(reference.session.pipeline.datamanager.eval_dataset)
     views = evenly_spaced(held_out, args.eval_views)
 
     while True:
-        pending = [r for r in (reference, fast) if not (r.curve and r.out_of_budget(args.max_steps))]
-        if fast in pending and fast.curve and fast_is_done(fast, reference, args.targets, args.max_steps):
-            pending.remove(fast)
+        pending = [r for r in (reference, *compared) if not (r.curve and r.out_of_budget(args.max_steps))]
+        pending = [r for r in pending if r is reference or not (r.curve and fast_is_done(r, reference, args.targets, args.max_steps))]
         if not pending:
             break
         min(pending, key=lambda r: r.session.train_seconds).advance(views, args.device)
 
     render_views = evenly_spaced(held_out, args.render_views)
     results = []
-    for run in (reference, fast):
+    for run in (reference, *compared):
         summary = summarise(run, args.targets, args.device)
         summary["render_rays_per_second"] = render_rays_per_second(run.session, render_views, args.device)
         results.append(summary)
-    rows = comparison(results[0], results[1], args.targets, reference.best_psnr)
+    rows = [row for result in results[1:] for row in comparison(results[0], result, args.targets, reference.best_psnr)]
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -128,3 +128,18 @@ def test_field_outputs_are_float32_under_autocast(trained_without_skipping):
             assert all(value.dtype == torch.float32 for value in outputs.values())
         rendered = model(rays)
     assert rendered["rgb"].dtype == torch.float32 and torch.isfinite(rendered["rgb"]).all()
+
+
+def test_the_volume_is_zero_in_skipped_space(trained_without_skipping):
+    model = trained_without_skipping.pipeline.model
+    grid = model.occupancy.grids[0]
+    empty = torch.nonzero(~grid)  # cells far from the brain, some of them inside the unit sphere
+    centres = (empty.float() + 0.5) * (2.0 / grid.shape[0]) - 1.0
+    centres = centres[centres.norm(dim=-1) < 0.95][:50]
+    assert len(centres) > 0
+    model.config.skip_empty_space = True
+    try:
+        assert (model.volume_on_grid(centres) == 0).all()
+    finally:
+        model.config.skip_empty_space = False
+    assert (model.volume_on_grid(centres) > 0).any()  # softplus density: never exactly 0 unless skipped

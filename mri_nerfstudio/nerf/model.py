@@ -296,7 +296,8 @@ class MRIMedNeRFModel(Model):
 
     @torch.no_grad()
     def volume_on_grid(self, points_world: Tensor, subject: int = 0, points_per_chunk: int = 1 << 18) -> Tensor:
-        """The field's intensity estimate ``density / k`` at world points (0 outside the unit sphere).
+        """The field's intensity estimate ``density / k`` at world points (0 outside the unit sphere, and
+        outside the occupancy grid when empty space is skipped).
 
         Meaningful for the ``volume`` and ``drr`` view modes, where the views constrain density to
         ``k`` times the MRI intensity (a ``mip`` view never sees density).
@@ -319,5 +320,7 @@ class MRIMedNeRFModel(Model):
             points = points_world[start : start + points_per_chunk].to(self.device, torch.float32)
             density, _ = self.field.density(points, shape_code.expand(len(points), -1))
             inside = points.norm(dim=-1) <= 1.0
+            if self.config.skip_empty_space and self.occupancy is not None:
+                inside &= self.occupancy.occupied(points, torch.tensor(subject, device=points.device))
             intensity[start : start + len(points)] = (density[:, 0] * inside / self.density_scale).to(intensity.device)
         return intensity
