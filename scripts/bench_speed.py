@@ -146,7 +146,12 @@ class Run:
             self.peak_cuda_bytes = max(self.peak_cuda_bytes, torch.cuda.max_memory_allocated())
         scores = self.session.evaluate(views)
         self.curve.append(
-            {"step": self.session.step_count, "train_seconds": self.session.train_seconds, "cpu_seconds": self.cpu_seconds, **scores}
+            {
+                "step": self.session.step_count,
+                "train_seconds": self.session.train_seconds,
+                "cpu_seconds": self.cpu_seconds,
+                **scores,
+            }
         )
         print(
             f"{self.name:>8} step {self.session.step_count:6d}  {self.session.train_seconds:8.1f} s  "
@@ -200,9 +205,10 @@ def summarise(run: Run, targets: list[float], device: str) -> dict:
 
 
 def comparison(reference: dict, fast: dict, targets: list[float], matched_psnr: float) -> list[dict]:
-    """Per target (and the reference's best PSNR): what each reached, and the speed-ups wall / CPU / steps of ``fast``."""
+    """Per target (and the reference's best PSNR): what each reached, and ``fast``'s speed-ups (wall, CPU, steps)."""
     rows = []
-    for label, target in [*((f"{t:g} dB", t) for t in targets), (f"{matched_psnr:.2f} dB (reference's best)", matched_psnr)]:
+    labelled = [*((f"{t:g} dB", t) for t in targets), (f"{matched_psnr:.2f} dB (reference's best)", matched_psnr)]
+    for label, target in labelled:
         ref_point, fast_point = first_reaching(reference["curve"], target), first_reaching(fast["curve"], target)
         rows.append(
             {
@@ -220,7 +226,9 @@ def comparison(reference: dict, fast: dict, targets: list[float], matched_psnr: 
 
 
 def _point(point: dict | None) -> str:
-    return f"{point['step']} st / {point['train_seconds']:.1f} s / {point['cpu_seconds']:.1f} cpu-s" if point else "not reached"
+    if point is None:
+        return "not reached"
+    return f"{point['step']} st / {point['train_seconds']:.1f} s / {point['cpu_seconds']:.1f} cpu-s"
 
 
 def _ratio(value: float | None) -> str:
@@ -228,7 +236,9 @@ def _ratio(value: float | None) -> str:
 
 
 def table(results: list[dict], rows: list[dict], device: str) -> str:
-    header = f"{'config':>8} {'params':>10} {'steps':>6} {'it/s':>8} {'render rays/s':>14} {'best PSNR':>10} {'peak memory':>14}"
+    header = (
+        f"{'config':>8} {'params':>10} {'steps':>6} {'it/s':>8} {'render rays/s':>14} {'best PSNR':>10} {'peak memory':>14}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         memory = f"{r['peak_cuda_bytes'] / 2**20:.0f} MiB" if r["peak_cuda_bytes"] is not None else "see note"
@@ -243,7 +253,8 @@ def table(results: list[dict], rows: list[dict], device: str) -> str:
             f"{_ratio(row['wall_speedup']):>7} {_ratio(row['cpu_speedup']):>7} {_ratio(row['step_ratio']):>7}"
         )
     if device != "cuda":
-        lines.append(f"\npeak memory (CPU): process ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB, all configurations together")
+        rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        lines.append(f"\npeak memory (CPU): process ru_maxrss {rss_mib:.0f} MiB, all configurations together")
     return "\n".join(lines)
 
 
@@ -263,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
 
     while True:
         pending = [r for r in (reference, *compared) if not (r.curve and r.out_of_budget(args.max_steps))]
-        pending = [r for r in pending if r is reference or not (r.curve and fast_is_done(r, reference, args.targets, args.max_steps))]
+        pending = [
+            r
+            for r in pending
+            if r is reference or not (r.curve and fast_is_done(r, reference, args.targets, args.max_steps))
+        ]
         if not pending:
             break
         min(pending, key=lambda r: r.session.train_seconds).advance(views, args.device)

@@ -49,7 +49,8 @@ def train_and_score(args: argparse.Namespace, device: str, seed: int) -> dict:
     session = TrainingSession(config, args.out / "runs")
     losses = [session.step()["rgb_loss"] for _ in range(args.steps)]
     views = evenly_spaced(len(session.pipeline.datamanager.eval_dataset), args.eval_views)
-    return {"device": device, "seed": seed, "losses": losses, "train_seconds": session.train_seconds, **session.evaluate(views)}
+    scores = session.evaluate(views)
+    return {"device": device, "seed": seed, "losses": losses, "train_seconds": session.train_seconds, **scores}
 
 
 def loss_windows(losses: list[float], window: int) -> list[float]:
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, run in (("cpu, seed s", cpu), ("cpu, seed s+1 (noise)", cpu_other_seed), ("cuda, seed s", cuda)):
         print(f"{label:<22} {run['psnr']:>8.2f} {run['ssim']:>7.3f} {run['train_seconds']:>8.1f}")
     print(f"\nloss per {args.window}-step window (cpu / cuda):")
-    for i, (a, b) in enumerate(zip(loss_windows(cpu["losses"], args.window), loss_windows(cuda["losses"], args.window))):
+    windows = zip(loss_windows(cpu["losses"], args.window), loss_windows(cuda["losses"], args.window))
+    for i, (a, b) in enumerate(windows):
         print(f"  steps {i * args.window:5d}+  {a:.5f} / {b:.5f}")
     print(
         f"\nPSNR difference {verdict['psnr_difference_db']:.2f} dB (tolerance {verdict['psnr_tolerance_db']:.2f}); "

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{wheel.stat().st_size / 2**20:8.2f} MiB  {wheel.name}")
     print(f"{total / 2**20:8.2f} MiB  total (limit {LIMIT_BYTES / 2**20:.0f} MiB)")
     (args.out / "manifest.json").write_text(
-        json.dumps({"wheels": [w.name for w in wheels], "bytes": total, "install": INSTALL.format(out=args.out.name)}, indent=2)
+        json.dumps({"wheels": [w.name for w in wheels], "bytes": total, "install": INSTALL.format(out=args.out.name)})
     )
     print("install on the target:\n  " + INSTALL.format(out=args.out.name))
     return 0 if total <= LIMIT_BYTES else 1

@@ -123,7 +123,8 @@ def test_field_outputs_are_float32_under_autocast(trained_without_skipping):
     ray_samples = model._conditioned(model.sampler(model.collider(rays)), model.subject_codes.weight[0].expand(64, -1))
     occupied = torch.ones(ray_samples.shape, dtype=torch.bool)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model.field.backbone.density_head(torch.zeros(1, model.field.backbone.density_head.in_features)).dtype == torch.bfloat16
+        head = model.field.backbone.density_head
+        assert head(torch.zeros(1, head.in_features)).dtype == torch.bfloat16  # autocast is really on
         for outputs in (evaluate_field(model.field, ray_samples), evaluate_field(model.field, ray_samples, occupied)):
             assert all(value.dtype == torch.float32 for value in outputs.values())
         rendered = model(rays)

@@ -290,7 +290,8 @@ class ConditionalRadianceField(Field):
         positions = ray_samples.frustums.get_positions()
         batch = positions.shape[:-1]
         shape_code = _conditioning(ray_samples, "shape_code", self.backbone.shape_code_dim, batch, positions)
-        appearance_code = _conditioning(ray_samples, "appearance_code", self.backbone.appearance_code_dim, batch, positions)
+        appearance_dim = self.backbone.appearance_code_dim
+        appearance_code = _conditioning(ray_samples, "appearance_code", appearance_dim, batch, positions)
         return shape_code, appearance_code
 
     def get_density(self, ray_samples: RaySamples) -> tuple[Tensor, Tensor]:
