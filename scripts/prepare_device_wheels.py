@@ -9,14 +9,16 @@ scipy, scikit-image, torchmetrics, matplotlib, rich, opencv, ... but no nerfstud
 :data:`IMAGE_LACKS` was found, and ``--find-missing`` finds it again, by trying the imports of
 :data:`ENTRY_MODULES` in this venv with every distribution that is neither in the image
 (:data:`IMAGE_HAS`) nor already shipped hidden from the import system, adding the distribution of
-each missing module in turn until everything imports. Versions are the ones of this venv (tested
-together); binary wheels are fetched for the target's Python and platform.
+each missing module in turn until everything imports; without it, one such trial checks that the
+list still suffices. Versions are the ones of this venv (tested together); binary wheels are fetched
+for the target's Python and platform. The script fails when the folder exceeds 64 MiB.
 
     .venv/bin/python scripts/prepare_device_wheels.py --out .whl
 
 Then, on the machine (the folder copied next to the checkout)::
 
-    python3 -m pip install -q --no-index --no-deps --ignore-requires-python --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --ignore-requires-python --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site
 
 (``--ignore-requires-python``: this package declares Python 3.11, the image runs 3.12.)
 """
@@ -130,29 +132,34 @@ print("OK")
 """
 
 
-def find_missing(python: str = sys.executable) -> list[str]:
+def missing_distribution(shipped: list[str], python: str = sys.executable) -> str | None:
+    """The distribution of the first module :data:`ENTRY_MODULES` miss with only the image and ``shipped``, or None."""
+    allowed = ",".join(sorted({normalise(n) for n in [*IMAGE_HAS, "nerfstudio", "mri-nerfstudio", *shipped]}))
+    result = subprocess.run(
+        [python, "-c", _IMPORT_TRIAL, allowed, *ENTRY_MODULES],
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        env={"PYTHONPATH": str(REPOSITORY), "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"},
+    )
+    line = next((l for l in result.stdout.splitlines() if l.startswith(("MISSING", "OK"))), None)
+    if line == "OK":
+        return None
+    if line is None:
+        raise RuntimeError(f"the import trial failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    _, module, distributions = line.split(" ")
+    if distributions == "?":
+        raise RuntimeError(f"module {module!r} is imported but no installed distribution provides it")
+    print(f"  imports {module!r}: needs {distributions.split(',')[0]}", flush=True)
+    return distributions.split(",")[0]
+
+
+def find_missing() -> list[str]:
     """Distributions of this venv that :data:`ENTRY_MODULES` import and :data:`IMAGE_HAS` lacks, in the order found."""
-    shipped = ["nerfstudio", "mri-nerfstudio"]
-    while True:
-        allowed = ",".join(sorted({normalise(n) for n in IMAGE_HAS + shipped}))
-        result = subprocess.run(
-            [python, "-c", _IMPORT_TRIAL, allowed, *ENTRY_MODULES],
-            capture_output=True,
-            text=True,
-            cwd=REPOSITORY,
-            env={"PYTHONPATH": str(REPOSITORY), "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"},
-        )
-        line = next((l for l in result.stdout.splitlines() if l.startswith(("MISSING", "OK"))), None)
-        if line == "OK":
-            return shipped[2:]
-        if line is None:
-            raise RuntimeError(f"the import trial failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-        _, module, distributions = line.split(" ")
-        if distributions == "?":
-            raise RuntimeError(f"module {module!r} is imported but no installed distribution provides it")
-        distribution = distributions.split(",")[0]
-        print(f"  imports {module!r}: ships {distribution}", flush=True)
+    shipped: list[str] = []
+    while (distribution := missing_distribution(shipped)) is not None:
         shipped.append(distribution)
+    return shipped
 
 
 def pip(*args: str) -> None:
@@ -190,10 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPOSITORY / ".whl", help="wheel folder (replaced)")
     parser.add_argument("--python-version", default="3.12", help="Python of the target machine")
-    parser.add_argument("--find-missing", action="store_true", help="redo the import trial instead of IMAGE_LACKS")
+    parser.add_argument(
+        "--find-missing", action="store_true", help="redo the import trial instead of checking IMAGE_LACKS with it"
+    )
     args = parser.parse_args(argv)
 
-    distributions = (find_missing() if args.find_missing else IMAGE_LACKS) + LAZY_IMPORTS
+    if args.find_missing:
+        distributions = find_missing() + LAZY_IMPORTS
+    else:
+        distributions = IMAGE_LACKS + LAZY_IMPORTS
+        if (missing := missing_distribution(distributions)) is not None:
+            print(f"IMAGE_LACKS is out of date: {missing} is imported too; run with --find-missing")
+            return 1
     print(f"shipping nerfstudio, mri-nerfstudio and {len(distributions)} more: {', '.join(distributions)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     wheels = build(args.out, distributions, args.python_version)
