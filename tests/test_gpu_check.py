@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,10 +33,13 @@ def test_verdict_tolerates_the_seed_to_seed_noise_and_not_more():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: compares the CPU and CUDA code paths")
-def test_cuda_and_cpu_reach_the_same_quality(phantom_subject_dir, tmp_path):
+def test_cuda_and_cpu_reach_the_same_quality(tmp_path):
+    # The embedded template, not a phantom: GPU machines may lack SimpleITK, which phantoms and preparation
+    # need; there $MRI_NERFSTUDIO_CACHE holds the template prepared elsewhere at 32 px (BENCHMARKS.md).
+    cache = Path(os.environ["MRI_NERFSTUDIO_CACHE"]) if os.environ.get("MRI_NERFSTUDIO_CACHE") else tmp_path / "cache"
     args = argparse.Namespace(
-        data=phantom_subject_dir, config="fast", image_size=24, steps=100, window=20, eval_views=8,
-        psnr_floor_db=0.5, loss_floor=0.15, out=tmp_path, cache_dir=tmp_path / "cache",
+        data="default", config="fast", image_size=32, steps=100, window=20, eval_views=8,
+        psnr_floor_db=0.5, loss_floor=0.15, out=tmp_path, cache_dir=cache,
     )  # fmt: skip
     cpu, other_seed, cuda = (gpu_check.train_and_score(args, d, s) for d, s in (("cpu", 0), ("cpu", 1), ("cuda", 0)))
     verdict = gpu_check.compare(cpu, other_seed, cuda, args.window, args.psnr_floor_db, args.loss_floor)
