@@ -32,12 +32,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.volume import MODALITIES, save_nifti
+
+sitk = lazy_module("SimpleITK", "to build phantoms")
 
 SIMULATED_DESCRIPTION = "SIMULATED mri-nerfstudio phantom, not patient data"
 """Written in every NIfTI header (``descrip``) and in ``simulated.json``."""

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.lazy_import import lazy_module
+
+sitk = lazy_module("SimpleITK", "to read NRRD / MHA volumes")
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 """BraTS 2021 modality names, in the order used for encoder channels."""

@@ -40,6 +40,10 @@ def test_brats_root_splits_into_15_train_and_57_test_views_per_subject(parser):
     test_views = set(test.metadata["view_index"].tolist())
     assert train_views == set(range(0, 72, 5)) and not train_views & test_views
     assert all(p.is_file() for p in train.image_filenames)
+    # The brain masks reach the model (empty-space skipping), with their voxel -> world transforms.
+    masks, transforms = train.metadata["brain_masks"], train.metadata["world_from_voxel"]
+    assert len(masks) == len(transforms) == n_subjects
+    assert masks[0].dtype == torch.bool and masks[0].any() and transforms[0].shape == (4, 4)
 
 
 def test_dataset_serves_the_exact_views(parser):

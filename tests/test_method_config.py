@@ -36,6 +36,7 @@ def test_the_shipped_method_runs_on_this_machine():
     assert config.machine.device_type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert config.viewer.websocket_host == "127.0.0.1"
     assert config.pipeline.model.preset == ("mednerf" if torch.cuda.is_available() else "cpu")
+    assert config.mixed_precision == torch.cuda.is_available()
 
 
 @pytest.mark.slow

@@ -104,6 +104,8 @@ class MRIDataParser(DataParser):
                 "view_index": torch.tensor(view_index),
                 "subject_names": [subject.name for subject in self.subjects],
                 "prepared_dirs": [str(subject.directory) for subject in self.subjects],
+                "brain_masks": [torch.from_numpy(subject.volume.brain_mask()) for subject in self.subjects],
+                "world_from_voxel": [torch.from_numpy(subject.world_from_voxel) for subject in self.subjects],
                 "view_mode": settings.view_mode,
                 "density_scale": settings.density_scale,
                 "camera_radius": settings.camera_radius,

@@ -271,6 +271,29 @@ class ConditionalRadianceField(Field):
         density = F.relu(logits) if self.density_activation == "relu" else F.softplus(logits)
         return density, features
 
+    def point_outputs(
+        self, positions: Tensor, directions: Tensor, shape_code: Tensor, appearance_code: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Density [N, 1] >= 0 (per world unit) and colour [N, 3] in [0, 1] at flat points.
+
+        Args:
+            positions: [N, 3] world units.
+            directions: [N, 3] unit view directions.
+            shape_code: [N, Ds].
+            appearance_code: [N, Da].
+        """
+        density, features = self.density(positions, shape_code, add_noise=self.training)
+        return density, self.backbone.colour(features, directions, appearance_code)
+
+    def sample_codes(self, ray_samples: RaySamples) -> tuple[Tensor, Tensor]:
+        """The shape [..., Ds] and appearance [..., Da] codes of every sample (batch shape ``[...]``)."""
+        positions = ray_samples.frustums.get_positions()
+        batch = positions.shape[:-1]
+        shape_code = _conditioning(ray_samples, "shape_code", self.backbone.shape_code_dim, batch, positions)
+        appearance_dim = self.backbone.appearance_code_dim
+        appearance_code = _conditioning(ray_samples, "appearance_code", appearance_dim, batch, positions)
+        return shape_code, appearance_code
+
     def get_density(self, ray_samples: RaySamples) -> tuple[Tensor, Tensor]:
         positions = ray_samples.frustums.get_positions()
         batch = positions.shape[:-1]

@@ -32,8 +32,9 @@ mri_mednerf = MethodSpecification(
         steps_per_eval_batch=500,
         steps_per_save=2000,
         max_num_iterations=30_000 if CUDA else 1_000,
-        mixed_precision=False,
-        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        # fp16 autocast on CUDA (the field's outputs are cast back to float32 before rendering); none on CPU.
+        mixed_precision=CUDA,
+        machine=MachineConfig(device_type="cuda" if CUDA else "cpu"),
         viewer=ViewerConfig(websocket_host="127.0.0.1"),
         pipeline=MRIPipelineConfig(
             datamanager=MRIDataManagerConfig(

@@ -37,6 +37,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.field import ConditionalRadianceField, FeatureGridBackbone, MLPBackbone, RadianceBackbone
+from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
 from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
@@ -111,6 +112,12 @@ class MRIMedNeRFModelConfig(ModelConfig):
     """Grid backbone: std of the grids' normal initialisation."""
     tv_loss_weight: float = 1e-3
     """Grid backbone: weight of the total-variation prior on the grids."""
+    skip_empty_space: bool = True
+    """Evaluate the field only near the brain (occupancy grid from the brain masks); density 0 elsewhere."""
+    occupancy_resolution: int = 64
+    """Cells per axis of the occupancy grid over [-1, 1]^3."""
+    occupancy_margin: float = 0.05
+    """World units (the brain's bounding radius is about 1) by which the brain masks are dilated."""
 
     def resolved_preset(self) -> FieldPreset:
         """The preset with every field of this config that is not None applied over it."""
@@ -123,7 +130,9 @@ class MRIMedNeRFModel(Model):
     """Per-subject codes + :class:`ConditionalRadianceField` + the renderer of the data's view mode.
 
     Reads from the dataparser metadata (``kwargs["metadata"]``): ``view_mode`` (default ``volume``),
-    ``density_scale`` k and ``subject_names`` (their number sizes the code table; default one subject).
+    ``density_scale`` k, ``subject_names`` (their number sizes the code table; default one subject) and,
+    for empty-space skipping (:mod:`~mri_nerfstudio.nerf.occupancy`), ``brain_masks`` and
+    ``world_from_voxel`` (without them every sample is evaluated).
     Rays carry their subject in ``ray_bundle.metadata["subject_index"]`` [..., 1]; rays without it
     (viewer, camera paths) render subject 0.
 
@@ -162,6 +171,16 @@ class MRIMedNeRFModel(Model):
         self.pdf_sampler = (
             PDFSampler(num_samples=self.preset.num_importance_samples, include_original=True)
             if self.preset.num_importance_samples > 0
+            else None
+        )
+        self.occupancy = (
+            OccupancyGrid.from_brain_masks(
+                metadata["brain_masks"],
+                metadata.get("world_from_voxel", []),
+                self.config.occupancy_resolution,
+                self.config.occupancy_margin,
+            )
+            if self.config.skip_empty_space and "brain_masks" in metadata
             else None
         )
         self.renderer = renderer_for_view_mode(self.view_mode)
@@ -226,14 +245,18 @@ class MRIMedNeRFModel(Model):
         return ray_samples
 
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor]:
-        codes = self.subject_codes(self.subject_indices(ray_bundle))  # [..., Ds + Da]
+        subjects = self.subject_indices(ray_bundle)
+        codes = self.subject_codes(subjects)  # [..., Ds + Da]
         ray_samples = self._conditioned(self.sampler(ray_bundle), codes)
         if self.pdf_sampler is not None:
             with torch.no_grad():
                 first_density, _ = self.field.get_density(ray_samples)
-                weights = ray_samples.get_weights(first_density)
+                weights = ray_samples.get_weights(first_density.float())
             ray_samples = self._conditioned(self.pdf_sampler(ray_bundle, ray_samples, weights), codes)
-        field_outputs = self.field(ray_samples)
+        occupied = None
+        if self.config.skip_empty_space and self.occupancy is not None:
+            occupied = self.occupancy.occupied(ray_samples.frustums.get_positions(), subjects[..., None])
+        field_outputs = evaluate_field(self.field, ray_samples, occupied)
         density = field_outputs[FieldHeadNames.DENSITY]
         outputs = self.renderer(rgb=field_outputs[FieldHeadNames.RGB], density=density, ray_samples=ray_samples)
         outputs["volume"] = self.mean_intensity(density=density, ray_samples=ray_samples)
@@ -273,7 +296,8 @@ class MRIMedNeRFModel(Model):
 
     @torch.no_grad()
     def volume_on_grid(self, points_world: Tensor, subject: int = 0, points_per_chunk: int = 1 << 18) -> Tensor:
-        """The field's intensity estimate ``density / k`` at world points (0 outside the unit sphere).
+        """The field's intensity estimate ``density / k`` at world points (0 outside the unit sphere, and
+        outside the occupancy grid when empty space is skipped).
 
         Meaningful for the ``volume`` and ``drr`` view modes, where the views constrain density to
         ``k`` times the MRI intensity (a ``mip`` view never sees density).
@@ -296,5 +320,7 @@ class MRIMedNeRFModel(Model):
             points = points_world[start : start + points_per_chunk].to(self.device, torch.float32)
             density, _ = self.field.density(points, shape_code.expand(len(points), -1))
             inside = points.norm(dim=-1) <= 1.0
+            if self.config.skip_empty_space and self.occupancy is not None:
+                inside &= self.occupancy.occupied(points, torch.tensor(subject, device=points.device))
             intensity[start : start + len(points)] = (density[:, 0] * inside / self.density_scale).to(intensity.device)
         return intensity

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.preprocess import PreprocessStep, require_reference
 from mri_nerfstudio.volume import Volume
+
+sitk = lazy_module("SimpleITK", "to register modalities")
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """[4, 4] RAS mm -> LPS mm (its own inverse)."""
@@ -27,10 +29,10 @@ TRANSFORM_DIRECTION = "fixed (reference) RAS mm -> moving RAS mm"
 FLAT_SLICE_FRACTION = 1e-3
 """Slices whose intensity range is below this fraction of their stack's are not registered."""
 
-_INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
+_INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}  # SimpleITK names, read on use
 _INITIALIZERS = {
-    "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY,
-    "moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
+    "geometry": "GEOMETRY",
+    "moments": "MOMENTS",
 }
 
 
@@ -208,7 +210,7 @@ class RegisterToReference(PreprocessStep):
                     path=volume.sources.get(modality),
                 ) from error
             resampled = sitk.Resample(
-                moving, fixed, transform, _INTERPOLATORS[self.interpolation], 0.0, sitk.sitkFloat32
+                moving, fixed, transform, getattr(sitk, _INTERPOLATORS[self.interpolation]), 0.0, sitk.sitkFloat32
             )
             # B-spline interpolation overshoots at edges; keep the modality's own intensity range.
             images[modality] = np.clip(from_sitk(resampled)[0], array.min(), array.max()).astype(np.float32)
@@ -246,7 +248,9 @@ class RegisterToReference(PreprocessStep):
         """Fit the transform mapping fixed points to moving points; return it and a summary."""
         shrink_factors, sigmas, fractions = zip(*levels)
         initial = sitk.Euler3DTransform() if self.transform == "rigid" else sitk.AffineTransform(3)
-        initial = sitk.CenteredTransformInitializer(fixed, moving, initial, _INITIALIZERS[self.initializer])
+        initial = sitk.CenteredTransformInitializer(
+            fixed, moving, initial, getattr(sitk.CenteredTransformInitializerFilter, _INITIALIZERS[self.initializer])
+        )
         method = sitk.ImageRegistrationMethod()
         method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=self.histogram_bins)
         method.SetMetricSamplingStrategy(method.RANDOM)
