@@ -165,3 +165,17 @@ def best_dice_threshold(estimate: np.ndarray, mask: np.ndarray) -> tuple[float, 
     best = int(np.argmax(np.where(cut_allowed, dice, -1.0)))
     level = np.nextafter(values[best], -np.inf) if best + 1 == len(values) else (values[best] + values[best + 1]) / 2
     return float(level), float(dice[best])
+
+
+def world_cube_grid(size: int, radius_mm: float) -> tuple[VoxelGrid, np.ndarray]:
+    """A ``size``^3 grid over the world cube [-1, 1]^3, in millimetres of a brain of bounding radius ``radius_mm``.
+
+    For a volume with no scanner geometry (a reconstruction from a view image alone): RAS axes, origin
+    at the brain's centre. Returns the grid and its RAS mm -> world transform [4, 4].
+    """
+    if size < 2 or not (math.isfinite(radius_mm) and radius_mm > 0):
+        raise MRIInputError(f"cube grid: size must be >= 2 and radius > 0 mm, got {size}, {radius_mm}")
+    spacing = 2.0 * radius_mm / size
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = -radius_mm + spacing / 2
+    return VoxelGrid((size, size, size), affine), np.diag([1 / radius_mm] * 3 + [1.0])
