@@ -357,3 +357,30 @@ def volume_fidelity(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarra
         full=True,
     )
     return {"volume_psnr": psnr, "volume_ssim": float(ssim_map[inside].mean())}
+
+
+def view_scores(renders: Tensor | np.ndarray, truths: Tensor | np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM of each rendered view against its ground truth, mean and std over views.
+
+    Args:
+        renders: [N, H, W] float in [0, 1].
+        truths: [N, H, W] float in [0, 1].
+
+    Returns:
+        ``psnr`` (dB), ``psnr_std``, ``ssim``, ``ssim_std`` (unbiased std over views, 0 for one view), ``views``.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    renders = torch.as_tensor(np.asarray(renders), dtype=torch.float32)
+    truths = torch.as_tensor(np.asarray(truths), dtype=torch.float32)
+    if renders.ndim != 3 or renders.shape != truths.shape or len(renders) == 0:
+        raise MRIInputError(f"views: renders {tuple(renders.shape)} and truths {tuple(truths.shape)} must be [N, H, W]")
+    psnr = torch.stack(
+        [peak_signal_noise_ratio(r[None, None], t[None, None], data_range=1.0) for r, t in zip(renders, truths)]
+    )
+    ssim = structural_similarity_index_measure(renders[:, None], truths[:, None], data_range=1.0, reduction="none")
+    scores = {"views": len(renders)}
+    for name, values in (("psnr", psnr.double()), ("ssim", ssim.double())):
+        scores[name] = float(values.mean())
+        scores[f"{name}_std"] = float(values.std()) if len(values) > 1 else 0.0
+    return scores

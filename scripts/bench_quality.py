@@ -106,6 +106,18 @@ def benchmark_preset(preset: str, args: argparse.Namespace) -> dict:
     }
 
 
+def machine_info() -> dict:
+    """What the figures depend on: platform, cores, torch, device and the load average at the time of the call."""
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "load_average": os.getloadavg(),
+    }
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -151,14 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "load_average": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "image_size": args.image_size,
         "results": results,
     }

@@ -59,3 +59,18 @@ def tiny_method_config():
         return config
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_phantom_run(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> Path:
+    """config.yml of an ``mri-mednerf`` run trained 200 steps on BraTS2021_00000 alone (72 views of 24 px, 15 for
+    training), with its checkpoint; BraTS2021_00001 stays unseen. About 20 s on two CPU cores."""
+    from mri_nerfstudio.nerf.session import TrainingSession
+
+    config = tiny_method_config(phantom_subject_dir, tmp_path_factory.mktemp("cache"))
+    session = TrainingSession(config, tmp_path_factory.mktemp("outputs"))
+    for _ in range(200):
+        session.step()
+    session.trainer.config.save_config()
+    session.trainer.save_checkpoint(session.step_count)
+    return session.trainer.config.get_base_dir() / "config.yml"

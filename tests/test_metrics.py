@@ -194,3 +194,19 @@ def test_volume_fidelity_rejects_bad_input(brain_volume):
         volume_fidelity(volume, volume, np.zeros_like(mask))
     with pytest.raises(MRIInputError, match="constant inside the brain mask"):
         volume_fidelity(volume, np.where(mask, 0.5, 0.0), mask)
+
+
+def test_view_scores_per_view_mean_and_std():
+    from mri_nerfstudio.metrics import view_scores
+
+    truths = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    renders = truths.clone()
+    renders[1] = (renders[1] + 0.1).clamp(0, 1)
+    renders[2] = (renders[2] + 0.05 * torch.randn(16, 16, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    scores = view_scores(renders, truths)
+    assert scores["views"] == 3 and math.isinf(scores["psnr"])  # one view is perfect: inf dB
+    finite = view_scores(renders[1:], truths[1:])
+    assert 18 < finite["psnr"] < 30 and finite["psnr_std"] > 0 and 0 < finite["ssim"] < 1
+    assert view_scores(truths[:1], truths[:1])["ssim"] == pytest.approx(1.0)
+    with pytest.raises(MRIInputError, match="must be"):
+        view_scores(renders, truths[:2])

@@ -25,13 +25,13 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import tyro
-import yaml
 
+from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.cli.errors import exit_on_input_error
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import (
@@ -50,11 +50,8 @@ from mri_nerfstudio.nerf.pipeline import (
     render_features,
     subject_volume_scores,
 )
+from mri_nerfstudio.nerf.trained_run import load_run
 from mri_nerfstudio.prepare import PreparedSubject
-
-if TYPE_CHECKING:
-    from nerfstudio.engine.trainer import TrainerConfig
-    from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 
 PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
 """Slice name and the RAS axis it is normal to."""
@@ -84,36 +81,6 @@ class ReportCommand:
     """KID: images per subset, clamped to the number of views scored."""
     figure_views: int = 4
     """Held-out views shown per subject in the figure (evenly spaced around the orbit)."""
-
-
-def load_run(config_path: Path) -> tuple[TrainerConfig, VanillaPipeline, Path, int]:
-    """Load a trained run as ``ns-eval`` does (``eval_setup``), after checking what it would assert on.
-
-    Returns:
-        (config, pipeline, checkpoint path, step).
-    """
-    # Imported here: method_configs imports every installed nerfstudio method (seconds), --help needs none.
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.engine.trainer import TrainerConfig
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        raise MRIInputError("no such config file; pass the config.yml that ns-train wrote", config_path)
-    try:
-        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as error:
-        raise MRIInputError(f"not a config.yml written by ns-train ({type(error).__name__})", config_path) from None
-    if not isinstance(config, TrainerConfig):
-        raise MRIInputError(f"holds a {type(config).__name__}, expected the TrainerConfig ns-train writes", config_path)
-    if config.method_name not in all_methods:
-        raise MRIInputError(f"method_name {config.method_name!r} is not an installed nerfstudio method", config_path)
-    checkpoint_dir = config.get_checkpoint_dir()
-    if not any(checkpoint_dir.glob("step-*.ckpt")):
-        raise MRIInputError(
-            f"no checkpoint in {checkpoint_dir} (paths in the config are relative to where ns-train ran)", config_path
-        )
-    return eval_setup(config_path, test_mode="test")
 
 
 def image_scores(
@@ -166,16 +133,6 @@ def plane_aspects(prepared: PreparedSubject) -> list[float]:
         column_axis, row_axis = [a for a in range(3) if a != axis]
         aspects.append(float(spacing[row_axis] / spacing[column_axis]))
     return aspects
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary path)``, then rename onto ``path``: readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -301,7 +258,8 @@ def build_report(command: ReportCommand) -> dict[str, Any]:
             "--figure-views and --kid-subsets must be >= 1 and --kid-subset-size >= 2, got "
             f"{command.figure_views}, {command.kid_subsets}, {command.kid_subset_size}"
         )
-    config, pipeline, checkpoint, step = load_run(command.load_config)
+    run = load_run(command.load_config)
+    config, pipeline, checkpoint, step = run.config, run.pipeline, run.checkpoint, run.step
     command.out.mkdir(parents=True, exist_ok=True)
     print(f"[mri-report] rendering the held-out views of {command.load_config}", flush=True)
     _, renders = evaluate_held_out_views(pipeline, get_std=True)

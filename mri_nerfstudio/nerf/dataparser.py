@@ -23,8 +23,24 @@ from rich.console import Console
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
+from mri_nerfstudio.views import ViewCameras
 
 CONSOLE = Console()
+
+
+def nerfstudio_cameras(cameras: ViewCameras, metadata: dict[str, torch.Tensor] | None = None) -> Cameras:
+    """nerfstudio :class:`Cameras` of the views' cameras (orthographic: ``ORTHOPHOTO``), with per-camera ``metadata``."""
+    return Cameras(
+        camera_to_worlds=cameras.c2w.float(),
+        fx=float(cameras.fx),
+        fy=float(cameras.fy),
+        cx=float(cameras.cx),
+        cy=float(cameras.cy),
+        width=cameras.width,
+        height=cameras.height,
+        camera_type=CameraType.ORTHOPHOTO if cameras.projection == "orthographic" else CameraType.PERSPECTIVE,
+        metadata=metadata,
+    )
 
 
 @dataclass
@@ -83,15 +99,8 @@ class MRIDataParser(DataParser):
         first = self.subjects[0].cameras
         n = len(filenames)
         CONSOLE.print(f"[mri-data] {split}: {n} views ({len(self.subjects)} subject(s) x {len(indices)})")
-        cameras = Cameras(
-            camera_to_worlds=torch.cat(c2w).float(),
-            fx=float(first.fx),
-            fy=float(first.fy),
-            cx=float(first.cx),
-            cy=float(first.cy),
-            width=first.width,
-            height=first.height,
-            camera_type=CameraType.ORTHOPHOTO if first.projection == "orthographic" else CameraType.PERSPECTIVE,
+        cameras = nerfstudio_cameras(
+            ViewCameras(torch.cat(c2w), width=first.width, height=first.height, projection=first.projection),
             metadata={"subject_index": torch.tensor(subject_index, dtype=torch.float32).reshape(n, 1)},
         )
         settings = self.config.prepare

@@ -161,7 +161,12 @@ def field_at_voxels(model, prepared: PreparedSubject, subject: int, voxels: np.n
     """
     world_from_voxel = prepared.world_from_voxel
     points = np.asarray(voxels, dtype=np.float64) @ world_from_voxel[:3, :3].T + world_from_voxel[:3, 3]
-    return model.volume_on_grid(torch.from_numpy(points).float(), subject).cpu().numpy()
+    return field_at_world(model, subject, points)
+
+
+def field_at_world(model, subject: int, points: np.ndarray) -> np.ndarray:
+    """The field's intensity estimate (density / k) of subject ``subject`` at [P, 3] world points: [P] float32."""
+    return model.volume_on_grid(torch.from_numpy(np.asarray(points)).float(), subject).cpu().numpy()
 
 
 def reconstruct_in_mask(model, prepared: PreparedSubject, subject: int) -> np.ndarray:

@@ -1,0 +1,205 @@
+"""Single-view reconstruction: a subject never seen in training, from one view, with a trained model.
+
+As MedNeRF / GRAF do, the trained field is kept (or only fine-tuned) and the new subject's latent
+code is optimised so that the rendered view matches the given one:
+
+    loss = MSE(render(code, pose), view) + prior_weight * mean((code - mean) ** 2) / variance
+
+where ``mean`` and ``variance`` are a Gaussian fitted to the training subjects' codes (isotropic: a
+handful of subjects cannot estimate one variance per dimension). The optimisation starts from
+:func:`initial_codes`: today the mean training code. That function is where the slice encoder's
+features will plug in once it exists (issue 5): a new subject's slices then give its starting code.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from torch import Tensor, nn
+
+from mri_nerfstudio.errors import MRIInputError
+
+
+@dataclass(frozen=True)
+class SingleViewSettings:
+    """How the new subject's code (and optionally the field) is fitted to its one view."""
+
+    steps: int = 300
+    """Optimisation steps."""
+    rays_per_step: int = 1024
+    """Random pixels of the view per step (all of them when the view has fewer)."""
+    code_learning_rate: float = 5e-3
+    """Adam learning rate of the code."""
+    prior_weight: float = 1e-3
+    """Weight of the Gaussian code prior fitted to the training codes (0: none)."""
+    finetune_field: bool = False
+    """Also fine-tune the field's weights on the view (MedNeRF fine-tunes its generator)."""
+    field_learning_rate: float = 1e-3
+    """Adam learning rate of the field when fine-tuned."""
+    seed: int = 0
+
+
+@dataclass
+class FitHistory:
+    """Loss terms per step of :func:`fit_single_view`."""
+
+    mse: list[float] = field(default_factory=list)
+    prior: list[float] = field(default_factory=list)
+
+
+def initial_codes(model) -> Tensor:
+    """[Ds + Da] starting code of a subject not seen in training: the mean of the training subjects' codes.
+
+    The hook for the slice encoder (not built yet): with it, the code predicted from the subject's slices.
+    """
+    return model.subject_codes.weight.detach().mean(dim=0)
+
+
+def code_prior(model) -> tuple[Tensor, float]:
+    """Mean [Ds + Da] and isotropic variance of the training codes (the initial spread for a single subject)."""
+    codes = model.subject_codes.weight.detach()
+    floor = model.config.code_init_std**2
+    variance = float(codes.var(dim=0).mean()) if len(codes) > 1 else floor
+    return codes.mean(dim=0), max(variance, floor)
+
+
+def single_subject_model(model, code: Tensor):
+    """A copy of ``model`` whose only subject (index 0, which rays without a subject render) has ``code``."""
+    copied = copy.deepcopy(model)
+    copied.subject_codes = nn.Embedding(1, code.numel()).to(code.device)
+    with torch.no_grad():
+        copied.subject_codes.weight.copy_(code.reshape(1, -1))
+    copied.num_subjects = 1
+    return copied
+
+
+def fit_single_view(model, view: Tensor, camera: Cameras, settings: SingleViewSettings) -> tuple[object, FitHistory]:
+    """Fit a new subject to one view.
+
+    Args:
+        model: a trained :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel` (left unchanged).
+        view: [H, W] float in [0, 1], the subject seen by ``camera``.
+        camera: one camera (nerfstudio ``Cameras`` of shape [1]) of the run's orbit.
+        settings: steps, learning rates, prior.
+
+    Returns:
+        The single-subject model (:func:`single_subject_model`) with the fitted code (and field), in
+        eval mode, and the loss history.
+    """
+    if settings.steps < 0 or settings.rays_per_step < 1:
+        raise MRIInputError(f"steps must be >= 0 and rays per step >= 1, got {settings.steps}, {settings.rays_per_step}")
+    height, width = int(camera.height), int(camera.width)
+    if tuple(view.shape) != (height, width):
+        raise MRIInputError(f"view is {tuple(view.shape)} pixels, the run's cameras are {height} x {width}")
+    prior_mean, prior_variance = code_prior(model)
+    fitted = single_subject_model(model, initial_codes(model))
+    fitted.eval()  # deterministic ray samples and no density noise: the field as it renders
+    for parameter in fitted.field.parameters():
+        parameter.requires_grad_(settings.finetune_field)
+    groups = [{"params": fitted.subject_codes.parameters(), "lr": settings.code_learning_rate}]
+    if settings.finetune_field:
+        groups.append({"params": fitted.field.parameters(), "lr": settings.field_learning_rate})
+    optimizer = torch.optim.Adam(groups, eps=1e-15)
+
+    device = fitted.device
+    rays = camera.to(device).generate_rays(camera_indices=0).flatten()
+    pixels = view.reshape(-1, 1).expand(-1, 3).to(device, torch.float32)
+    generator = torch.Generator().manual_seed(settings.seed)
+    history = FitHistory()
+    for _ in range(settings.steps):
+        chosen = torch.randperm(len(pixels), generator=generator)[: settings.rays_per_step].to(device)
+        rgb = fitted(rays[chosen])["rgb"]  # forward: clips the rays to the unit sphere, then renders
+        mse = F.mse_loss(rgb, pixels[chosen])
+        code = fitted.subject_codes.weight[0]
+        prior = ((code - prior_mean.to(device)) ** 2).mean() / prior_variance
+        loss = mse + settings.prior_weight * prior
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.mse.append(float(mse))
+        history.prior.append(float(prior))
+    for parameter in fitted.parameters():
+        parameter.requires_grad_(False)
+    return fitted, history
+
+
+@torch.no_grad()
+def render_orbit(model, cameras: Cameras) -> Tensor:
+    """[N, H, W] float32 in [0, 1] on the CPU: subject 0 of ``model`` seen by each camera (grey: mean of rgb)."""
+    images = []
+    for index in range(len(cameras)):
+        outputs = model.get_outputs_for_camera(cameras[index : index + 1].to(model.device))
+        images.append(outputs["rgb"].clamp(0.0, 1.0).mean(dim=-1).cpu())
+    return torch.stack(images)
+
+
+@dataclass
+class SingleViewResult:
+    """A fitted subject, its orbit renders and, when the subject's ground truth is known, its scores."""
+
+    model: object
+    """The single-subject model with the fitted code."""
+    renders: Tensor
+    """[N, H, W] float32: every view of the orbit rendered from the fit."""
+    history: FitHistory
+    scores: dict[str, float] = field(default_factory=dict)
+    """``input_view_psnr``, ``psnr``/``ssim`` (+ ``_std``) over the other views, ``volume_psnr``/``volume_ssim``."""
+    baseline_scores: dict[str, float] = field(default_factory=dict)
+    """The same for the starting code (:func:`initial_codes`) without any fitting."""
+
+
+def reconstruct_from_view(
+    model,
+    orbit: Cameras,
+    view_index: int,
+    view: Tensor,
+    settings: SingleViewSettings,
+    truth=None,
+    baseline: bool = True,
+) -> SingleViewResult:
+    """Fit a new subject to view ``view_index`` of ``orbit``, render the whole orbit and score it.
+
+    Args:
+        model: a trained :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel`.
+        orbit: the run's N orbit cameras.
+        view_index: which camera saw ``view``.
+        view: [H, W] float in [0, 1].
+        settings: fitting settings.
+        truth: the subject's :class:`~mri_nerfstudio.prepare.PreparedSubject` (its N views and volume),
+            or None when only the view is known (nothing is scored then).
+        baseline: also score the unfitted starting code (the trivial baseline).
+    """
+    from mri_nerfstudio.metrics import view_scores
+    from mri_nerfstudio.nerf.pipeline import subject_volume_scores
+
+    if not 0 <= view_index < len(orbit):
+        raise MRIInputError(f"view index must be in 0..{len(orbit) - 1}, got {view_index}")
+    fitted, history = fit_single_view(model, view, orbit[view_index : view_index + 1], settings)
+    result = SingleViewResult(model=fitted, renders=render_orbit(fitted, orbit), history=history)
+    if truth is None:
+        return result
+    truths = torch.from_numpy(truth.images).float()
+    if truths.shape != result.renders.shape:
+        raise MRIInputError(
+            f"ground-truth views are {tuple(truths.shape)}, the run renders {tuple(result.renders.shape)}", truth.directory
+        )
+    others = [i for i in range(len(orbit)) if i != view_index]
+    with_volume = model.view_mode != "mip"
+
+    def scores_of(subject_model, renders: Tensor) -> dict[str, float]:
+        scores = {"input_view_psnr": view_scores(renders[view_index : view_index + 1], view[None])["psnr"]}
+        scores.update(view_scores(renders[others], truths[others]))
+        if with_volume:
+            scores.update(subject_volume_scores(subject_model, truth, 0))
+        return scores
+
+    result.scores = scores_of(fitted, result.renders)
+    if baseline:
+        start = single_subject_model(model, initial_codes(model))
+        start.eval()
+        result.baseline_scores = scores_of(start, render_orbit(start, orbit))
+    return result

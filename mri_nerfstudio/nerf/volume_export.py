@@ -1,0 +1,134 @@
+"""A subject's learned volume back in scanner space: NIfTI on a scanner grid, and surface meshes.
+
+The field's intensity estimate (``density / k``, :meth:`MRIMedNeRFModel.volume_on_grid`) is sampled at
+the voxel centres of a :class:`~mri_nerfstudio.grids.VoxelGrid` (voxel -> RAS mm by the grid's affine,
+RAS mm -> world by the subject's scene normalisation), chunked, with a progress bar. Intensities are
+those of the preprocessed volume the views were rendered from (normalised and equalised, in [0, 1]),
+not the raw scanner values.
+
+Meshes: the brain is the estimate's iso-surface at the level that best reproduces the input's brain
+mask on the same grid (:func:`~mri_nerfstudio.grids.best_dice_threshold`); the tumour meshes come from
+the input's BraTS label map (the field learns intensities, not labels).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.grids import (
+    POINTS_PER_CHUNK,
+    VoxelGrid,
+    best_dice_threshold,
+    isotropic_grid,
+    resample_onto,
+    sample_on_grid,
+    scanner_grid,
+)
+from mri_nerfstudio.mesh import MESH_FORMATS, label_meshes, surface_mesh, write_mesh
+from mri_nerfstudio.metrics import volume_fidelity
+from mri_nerfstudio.nerf.pipeline import field_at_world
+from mri_nerfstudio.prepare import PreparedSubject
+from mri_nerfstudio.volume import save_nifti
+
+GridKind = Literal["scanner", "isotropic"]
+
+VOLUME_FILE = "reconstruction.nii.gz"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What :func:`export_subject` writes."""
+
+    grid: GridKind = "scanner"
+    """``scanner``: the input file's own grid; ``isotropic``: its field of view at ``spacing_mm``."""
+    spacing_mm: float = 1.0
+    """Voxel size of the ``isotropic`` grid, mm."""
+    meshes: bool = True
+    """Write the brain and tumour surfaces (PLY and STL)."""
+    points_per_chunk: int = POINTS_PER_CHUNK
+    """Field evaluations at once (bounds memory)."""
+
+
+def export_grid(prepared: PreparedSubject, settings: ExportSettings) -> VoxelGrid:
+    """The grid ``settings`` names for this subject."""
+    if settings.grid == "scanner":
+        return scanner_grid(prepared.volume)
+    if settings.grid == "isotropic":
+        return isotropic_grid(prepared.volume, settings.spacing_mm)
+    raise MRIInputError(f"--grid must be 'scanner' or 'isotropic', got {settings.grid!r}")
+
+
+def sample_field(model, subject: int, grid: VoxelGrid, world_from_ras: np.ndarray, points_per_chunk: int) -> np.ndarray:
+    """[X, Y, Z] float32: the field's estimate for subject ``subject`` on ``grid``, with a progress bar."""
+    columns = (TextColumn("[mri] sampling the field"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} voxels"))
+    with Progress(*columns, TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("sample", total=grid.size)
+        return sample_on_grid(
+            lambda points: field_at_world(model, subject, points),
+            grid,
+            world_from_ras,
+            points_per_chunk,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+
+
+def export_subject(
+    model, prepared: PreparedSubject, subject: int, out: Path, settings: ExportSettings = ExportSettings()
+) -> dict:
+    """Write subject ``subject``'s learned volume and meshes into ``out``; return what was written (``export.json``).
+
+    Args:
+        model: an :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel` trained with a density view mode.
+        prepared: the subject's prepared folder (its scanner grid, normalisation, mask and seg).
+        subject: the subject's index in the model.
+        out: folder (created when missing).
+
+    Returns:
+        ``grid`` (shape, affine, spacing), ``volume`` (file name), ``volume_psnr`` / ``volume_ssim`` against
+        the preprocessed input on this grid inside the brain mask, ``brain_level`` and ``brain_dice``,
+        and ``meshes`` (name -> file names).
+    """
+    if model.view_mode == "mip":
+        raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
+    grid = export_grid(prepared, settings)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    world_from_ras = prepared.normalization.world_from_ras()
+    estimate = sample_field(model, subject, grid, world_from_ras, settings.points_per_chunk)
+    save_nifti(
+        estimate,
+        grid.affine,
+        out / VOLUME_FILE,
+        description=f"mri-nerfstudio reconstruction of {prepared.name}"[:80],
+    )
+    volume = prepared.volume
+    mask = resample_onto(volume.brain_mask().astype(np.float32), volume.affine, grid, order=0) > 0.5
+    reference = resample_onto(volume.images[volume.reference], volume.affine, grid, order=1)
+    summary: dict = {
+        "subject": prepared.name,
+        "grid": {"kind": settings.grid, "shape": list(grid.shape), "affine": grid.affine.tolist(),
+                 "spacing_mm": list(grid.spacing_mm)},
+        "volume": VOLUME_FILE,
+        "intensity_units": "preprocessed reference modality (normalised, equalised), in [0, 1]",
+        **volume_fidelity(estimate, reference, mask),
+        "meshes": {},
+    }
+    if settings.meshes:
+        level, dice = best_dice_threshold(estimate, mask)
+        summary.update(brain_level=level, brain_dice=dice)
+        meshes = {"brain": surface_mesh(estimate, level, grid.affine)}
+        if volume.seg is not None:
+            meshes.update(label_meshes(volume.seg, volume.affine))
+        for name, mesh in meshes.items():
+            if mesh is not None:
+                summary["meshes"][name] = [write_mesh(mesh, out / f"{name}.{kind}").name for kind in MESH_FORMATS]
+    write_atomically(out / "export.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    return summary
