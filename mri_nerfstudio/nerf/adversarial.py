@@ -83,7 +83,9 @@ class AdversarialConfig:
             raise MRIInputError(f"adversarial: r1_interval must be >= 1, got {self.r1_interval}")
         low, high = self.unseen_elevation_band_deg
         if not -90 < low <= high < 90:
-            raise MRIInputError(f"adversarial: unseen_elevation_band_deg must satisfy -90 < low <= high < 90, got {low}, {high}")
+            raise MRIInputError(
+                f"adversarial: unseen_elevation_band_deg must satisfy -90 < low <= high < 90, got {low}, {high}"
+            )
 
 
 def head_weights(augmentation_weight: float, device: torch.device | str = "cpu") -> Tensor:
@@ -194,5 +196,6 @@ class AdversarialPatchLoss(nn.Module):
             losses["decoder_loss"] = config.decoder_weight * reconstruction_loss
         with frozen(discriminator):
             generator_logits, _ = discriminator(fake)
-        losses["generator_adversarial_loss"] = config.lambda_adv * generator_loss(generator_logits, config.loss, weights)
+        adversarial = generator_loss(generator_logits, config.loss, weights)
+        losses["generator_adversarial_loss"] = config.lambda_adv * adversarial
         return losses

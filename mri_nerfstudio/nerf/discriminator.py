@@ -69,8 +69,8 @@ class PatchDecoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
         for _ in range(3):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.GLU(dim=1)]
-            layers += [nn.Conv2d(width // 2, width, 1)]
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
+            layers += [nn.GLU(dim=1), nn.Conv2d(width // 2, width, 1)]
         layers += [nn.Conv2d(width, 3, 3, padding=1), nn.Sigmoid()]
         self.layers = nn.Sequential(*layers)
 
