@@ -39,7 +39,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
     parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema, adv=LAMBDA")
     parser.add_argument("--image-size", type=int, default=64, help="view size in pixels")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per arm")
+    parser.add_argument("--steps", type=int, default=200, help="training steps per arm")
     parser.add_argument("--loss", default="hinge", choices=["hinge", "non_saturating"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_out/adversarial"), help="folder for the JSON")
@@ -123,21 +123,24 @@ def main(argv: list[str] | None = None) -> None:
     machine_before = machine()
     extractor = InceptionFeatures(batch_size=16)
     real: dict = {}
-    results = [benchmark_arm(arm, args, extractor, real) for arm in args.arms]
-    report = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {**machine(), "load_average_before": machine_before["load_average"]},
-        "preset": args.preset,
-        "image_size": args.image_size,
-        "loss": args.loss,
-        "results": results,
-    }
-    print("\n" + table(results))
+    results: list[dict] = []
     json_path = args.out / "adversarial.json"
-    temporary = json_path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(json_path)
+    for arm in args.arms:
+        results.append(benchmark_arm(arm, args, extractor, real))
+        report = {
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": {**machine(), "load_average_before": machine_before["load_average"]},
+            "preset": args.preset,
+            "image_size": args.image_size,
+            "steps": args.steps,
+            "loss": args.loss,
+            "results": results,
+        }
+        temporary = json_path.with_suffix(".tmp")  # rewritten after every arm: a long run keeps what it has
+        temporary.write_text(json.dumps(report, indent=2))
+        temporary.replace(json_path)
+        print("\n" + table(results), flush=True)
     print(f"\nJSON: {json_path}")
 
 
