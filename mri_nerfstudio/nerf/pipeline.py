@@ -40,6 +40,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from rich.console import Console
 from torch import Tensor
+from torch.amp import GradScaler
 from torch.nn import Parameter
 
 from mri_nerfstudio.errors import MRIInputError
@@ -235,7 +236,7 @@ class MRIPipeline(VanillaPipeline):
         test_mode: Literal["test", "val", "inference"] = "val",
         world_size: int = 1,
         local_rank: int = 0,
-        grad_scaler=None,
+        grad_scaler: Optional[GradScaler] = None,
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         adversarial = config.adversarial
