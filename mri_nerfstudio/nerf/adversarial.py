@@ -81,6 +81,10 @@ class AdversarialConfig:
             )
         if self.r1_interval < 1:
             raise MRIInputError(f"adversarial: r1_interval must be >= 1, got {self.r1_interval}")
+        if self.unseen_patches_per_batch is not None and self.unseen_patches_per_batch < 1:
+            raise MRIInputError(
+                f"adversarial: unseen_patches_per_batch must be >= 1 or None, got {self.unseen_patches_per_batch}"
+            )
         low, high = self.unseen_elevation_band_deg
         if not -90 < low <= high < 90:
             raise MRIInputError(
