@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -168,20 +169,34 @@ def orbit_poses(
         raise ValueError(f"elevation_deg must lie strictly between -90 and 90, got {elevation_deg}")
     if not radius > 1.0 or not math.isfinite(radius):
         raise ValueError(f"radius must be > 1 (cameras outside the unit sphere), got {radius}")
-    azimuth = np.deg2rad(np.arange(int(n_views)) * step_deg)
-    elevation = np.deg2rad(elevation_deg)
+    azimuth_deg = np.arange(int(n_views)) * step_deg
+    return poses_looking_at_origin(azimuth_deg, np.full_like(azimuth_deg, elevation_deg), radius)
+
+
+def poses_looking_at_origin(azimuth_deg: ArrayLike, elevation_deg: ArrayLike, radius: ArrayLike) -> Tensor:
+    """Camera-to-world poses at the given azimuths, elevations and distances, looking at the origin with
+    world +Z up in the image (the orbit's cameras, and any other pose on a sphere around the brain).
+
+    Args:
+        azimuth_deg: [N] degrees around world Z (0: camera on +Y).
+        elevation_deg: [N] degrees above the axial (XY) plane, each strictly between -90 and 90.
+        radius: [N] or scalar distance from the origin, world units.
+
+    Returns:
+        [N, 3, 4] float32 c2w in nerfstudio's OpenGL convention.
+    """
+    azimuth = np.deg2rad(np.asarray(azimuth_deg, dtype=np.float64))
+    elevation = np.deg2rad(np.asarray(elevation_deg, dtype=np.float64))
+    if not np.all(np.abs(elevation) < np.pi / 2):
+        raise ValueError(f"elevations must lie strictly between -90 and 90 degrees, got {elevation_deg}")
     backward = np.stack(
-        [
-            -np.sin(azimuth) * np.cos(elevation),
-            np.cos(azimuth) * np.cos(elevation),
-            np.full_like(azimuth, np.sin(elevation)),
-        ],
-        axis=-1,
+        [-np.sin(azimuth) * np.cos(elevation), np.cos(azimuth) * np.cos(elevation), np.sin(elevation)], axis=-1
     )
     right = np.cross(np.array([0.0, 0.0, 1.0]), backward)
     right /= np.linalg.norm(right, axis=-1, keepdims=True)
     up = np.cross(backward, right)
-    c2w = np.stack([right, up, backward, radius * backward], axis=-1)
+    distance = np.asarray(radius, dtype=np.float64)[..., None]
+    c2w = np.stack([right, up, backward, distance * backward], axis=-1)
     return torch.from_numpy(c2w).float()
 
 

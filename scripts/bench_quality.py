@@ -18,8 +18,10 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
+from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
@@ -45,7 +47,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_session(preset: str, args: argparse.Namespace) -> TrainingSession:
+def make_session(
+    preset: str, args: argparse.Namespace, configure: Callable[[TrainerConfig], None] | None = None
+) -> TrainingSession:
+    """The shipped method with ``preset`` and its learning rate on ``args.data`` at ``args.image_size``;
+    ``configure`` may change the config further before the session is set up."""
     config = copy.deepcopy(mri_mednerf.config)
     config.pipeline.model.preset = preset
     config.optimizers["fields"]["optimizer"].lr = FIELD_LEARNING_RATE[preset]
@@ -54,6 +60,8 @@ def make_session(preset: str, args: argparse.Namespace) -> TrainingSession:
     dataparser.prepare = PrepareConfig(image_size=args.image_size)
     if args.cache_dir is not None:
         dataparser.cache_dir = args.cache_dir
+    if configure is not None:
+        configure(config)
     torch.manual_seed(args.seed)
     return TrainingSession(config, args.out / "runs")
 

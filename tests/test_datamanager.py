@@ -187,3 +187,21 @@ def test_bad_patch_settings_are_rejected(datamanager_config):
     no_patches = MRIDataManagerConfig(dataparser=datamanager_config.dataparser, patch_size=4, patches_per_batch=0)
     with pytest.raises(MRIInputError, match="patches_per_batch"):
         no_patches.setup(device="cpu", test_mode="val")
+
+
+def test_unseen_pose_patches_lie_on_the_training_orbits(datamanager):
+    torch.manual_seed(0)
+    patch_rays = 4 * 4
+    bundle = datamanager.next_unseen_pose_patches(step=0, num_patches=12, elevation_band_deg=(-5.0, 5.0))
+    assert bundle.origins.shape == (12 * patch_rays, 3)
+    subjects = bundle.metadata["subject_index"].reshape(12, patch_rays)
+    assert (subjects == subjects[:, :1]).all() and set(subjects[:, 0].tolist()) <= {0.0, 1.0}
+    # Orthographic cameras: all rays of a patch are parallel, pointing at the origin from the orbit.
+    directions = bundle.directions.reshape(12, patch_rays, 3)
+    torch.testing.assert_close(directions, directions[:, :1].expand_as(directions))
+    elevation = torch.rad2deg(torch.asin(-directions[:, 0, 2]))
+    assert float(elevation.abs().max()) <= 5.0 + 1e-4 and float(elevation.std()) > 0  # training orbit at 0 degrees
+    azimuth = torch.rad2deg(torch.atan2(directions[:, 0, 0], -directions[:, 0, 1])) % 360
+    assert float(azimuth.max() - azimuth.min()) > 90  # spread around the orbit, not only the training poses
+    distance = -(bundle.origins * bundle.directions).sum(dim=-1)  # origins lie on the image plane at the camera
+    torch.testing.assert_close(distance, torch.full_like(distance, PrepareConfig().camera_radius))

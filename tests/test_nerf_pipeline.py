@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
 import torch
+
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.pipeline import (
@@ -91,3 +94,109 @@ def test_recording_needs_mri_metadata(session):
                 pass
     finally:
         pipeline.datamanager.eval_dataset.metadata["view_index"] = view_index
+
+
+def _adversarial_session(make_config, subject_dir, root, lambda_adv: float = 1e-2) -> TrainingSession:
+    """The tiny CPU method with the adversarial loss on (R1 every step), 8 views of 24 px."""
+    config = make_config(subject_dir, root / "cache", n_views=8, step_deg=45.0)
+    config.pipeline.datamanager.dataparser.train_every = 2
+    config.pipeline.adversarial.lambda_adv = lambda_adv
+    config.pipeline.adversarial.r1_interval = 1
+    torch.manual_seed(0)
+    return TrainingSession(config, root / "outputs")
+
+
+@pytest.fixture(scope="module")
+def adversarial_session(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> TrainingSession:
+    return _adversarial_session(tiny_method_config, phantom_subject_dir, tmp_path_factory.mktemp("adversarial"))
+
+
+def _changes(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[name], p.detach()) for name, p in module.named_parameters())
+
+
+def test_adversarial_terms_give_d_and_g_only_their_own_gradients(adversarial_session):
+    pipeline = adversarial_session.pipeline
+    generator = [p for p in pipeline.model.parameters() if p.requires_grad]
+    discriminator = list(pipeline.adversarial.discriminator.parameters())
+    _, loss_dict, _ = pipeline.get_train_loss_dict(step=0)
+    assert {"rgb_loss", "discriminator_loss", "r1_penalty", "generator_adversarial_loss"} <= set(loss_dict)
+    for name, term in loss_dict.items():
+        to_generator = torch.autograd.grad(term, generator, retain_graph=True, allow_unused=True)
+        to_discriminator = torch.autograd.grad(term, discriminator, retain_graph=True, allow_unused=True)
+        reaches_generator = any(g is not None and bool(g.abs().sum() > 0) for g in to_generator)
+        reaches_discriminator = any(g is not None and bool(g.abs().sum() > 0) for g in to_discriminator)
+        is_discriminator_term = name in ("discriminator_loss", "r1_penalty")
+        assert reaches_discriminator == is_discriminator_term, name
+        assert reaches_generator == (not is_discriminator_term), name
+
+
+def test_adversarial_step_moves_both_sides_with_their_own_optimizers(adversarial_session):
+    pipeline = adversarial_session.pipeline
+    optimizers = adversarial_session.trainer.optimizers.optimizers
+    assert isinstance(optimizers["discriminator"], torch.optim.RMSprop)
+    assert optimizers["discriminator"].param_groups[0]["lr"] == 1e-4
+    model_before = {name: p.detach().clone() for name, p in pipeline.model.named_parameters()}
+    discriminator_before = {name: p.detach().clone() for name, p in pipeline.adversarial.named_parameters()}
+    updates = int(pipeline.generator_ema.num_updates)
+    adversarial_session.step()
+    assert _changes(model_before, pipeline.model) and _changes(discriminator_before, pipeline.adversarial)
+    assert int(pipeline.generator_ema.num_updates) == updates + 1
+
+
+def test_eval_mode_renders_with_the_ema_weights(adversarial_session):
+    pipeline, session = adversarial_session.pipeline, adversarial_session
+    for _ in range(3):
+        session.step()
+    averages = {name: a.clone() for name, a in pipeline.generator_ema.averages().items()}
+    trained = {name: p.detach().clone() for name, p in pipeline.model.named_parameters()}
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    pipeline.eval()
+    assert all(torch.equal(p.detach(), averages[name]) for name, p in pipeline.model.named_parameters())
+    assert _changes(trained, pipeline.model)
+    with torch.no_grad():
+        ema_render = pipeline.model.get_outputs_for_camera(camera)["rgb"]
+    pipeline.train()
+    for name, p in pipeline.model.named_parameters():
+        assert torch.equal(p.detach(), trained[name])
+    with torch.no_grad():
+        trained_render = pipeline.model.get_outputs_for_camera(camera)["rgb"]
+    assert not torch.equal(ema_render, trained_render)
+    assert set(session.evaluate([0, 1])) == {"psnr", "psnr_std", "ssim", "ssim_std"}  # through pipeline.eval()
+    for name, p in pipeline.model.named_parameters():
+        assert torch.equal(p.detach(), trained[name])
+
+
+def test_lambda_adv_zero_is_nerfstudio_training_bit_for_bit(tiny_method_config, phantom_subject_dir, tmp_path):
+    def trained_weights(pipeline_class) -> tuple[TrainingSession, dict[str, torch.Tensor]]:
+        config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+        config.pipeline._target = pipeline_class
+        torch.manual_seed(0)
+        random.seed(0)  # nerfstudio's CacheDataloader orders the images with Python's random
+        session = TrainingSession(config, tmp_path / pipeline_class.__name__)
+        for _ in range(3):
+            session.step()
+        return session, {name: p.detach().clone() for name, p in session.pipeline.model.named_parameters()}
+
+    # Prepare the subject first, so that both runs start from the cache with the same random state.
+    tiny_method_config(phantom_subject_dir, tmp_path / "cache").pipeline.datamanager.dataparser.setup().subjects
+    # One thread: the grids' multi-threaded backward on CPU sums in a varying order (1e-7 apart run to run).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ours, our_weights = trained_weights(MRIPipeline)
+        _, vanilla_weights = trained_weights(VanillaPipeline)
+    finally:
+        torch.set_num_threads(threads)
+    assert ours.pipeline.adversarial is None and ours.pipeline.generator_ema is None
+    assert set(ours.trainer.optimizers.optimizers) == {"fields", "codes"}
+    assert our_weights.keys() == vanilla_weights.keys()
+    assert all(torch.equal(our_weights[name], vanilla_weights[name]) for name in our_weights)
+
+
+def test_adversarial_loss_needs_patches(tiny_method_config, phantom_subject_dir, tmp_path):
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.pipeline.adversarial.lambda_adv = 1e-2
+    config.pipeline.datamanager.patch_size = 4
+    with pytest.raises(MRIInputError, match="at least 8 x 8"):
+        TrainingSession(config, tmp_path / "outputs")

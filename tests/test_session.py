@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+import torch
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.session import TrainingSession
@@ -33,3 +36,49 @@ def test_evaluate_reports_mean_and_std_like_ns_eval(session):
     assert scores["psnr_std"] >= 0.0 and scores["ssim_std"] >= 0.0
     with pytest.raises(MRIInputError, match="views must be indices"):
         session.evaluate([57])
+
+
+def test_resumed_adversarial_run_continues_with_identical_d_g_and_ema(
+    tiny_method_config, phantom_subject_dir, tmp_path
+):
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.pipeline.adversarial.lambda_adv = 1e-2
+    config.pipeline.adversarial.r1_interval = 2
+
+    def two_more_steps(session: TrainingSession) -> dict[str, torch.Tensor]:
+        torch.manual_seed(1)
+        for _ in range(2):
+            session.step()
+        return {name: value.clone() for name, value in session.pipeline.state_dict().items()}
+
+    # One thread: the grids' multi-threaded backward on CPU sums in a varying order (1e-7 apart run to run).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        random.seed(0)  # nerfstudio's CacheDataloader orders the images with Python's random
+        first = TrainingSession(config, tmp_path / "first")
+        for _ in range(3):
+            first.step()
+        checkpoint_dir = first.save_checkpoint()
+        random.seed(0)
+        resumed = TrainingSession(config, tmp_path / "resumed", load_dir=checkpoint_dir)
+        assert resumed.step_count == 3
+        continued, restarted = two_more_steps(first), two_more_steps(resumed)
+    finally:
+        torch.set_num_threads(threads)
+
+    assert any(key.startswith("adversarial.discriminator.") for key in continued)
+    assert any(key.startswith("generator_ema.average__") for key in continued)
+    assert int(continued["generator_ema.num_updates"]) == 5
+    assert continued.keys() == restarted.keys()
+    assert all(torch.equal(continued[key], restarted[key]) for key in continued), [
+        key for key in continued if not torch.equal(continued[key], restarted[key])
+    ]
+    first_rmsprop = first.trainer.optimizers.optimizers["discriminator"].state_dict()["state"]
+    resumed_rmsprop = resumed.trainer.optimizers.optimizers["discriminator"].state_dict()["state"]
+    assert all(torch.equal(first_rmsprop[i]["square_avg"], resumed_rmsprop[i]["square_avg"]) for i in first_rmsprop)
+
+
+def test_save_checkpoint_needs_a_step(session):
+    with pytest.raises(MRIInputError, match="no training step"):
+        session.save_checkpoint()

@@ -26,6 +26,7 @@ from typing import Optional, Type
 
 import torch
 from jaxtyping import Float, Int
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.pixel_samplers import PixelSampler
@@ -34,6 +35,7 @@ from torch import Tensor
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.dataset import MRIViewDataset
+from mri_nerfstudio.views import poses_looking_at_origin
 
 # GRAF's annealing constants: the exponent grows by 3 * scale_anneal every 1000 steps.
 ANNEAL_INTERVAL_STEPS = 1000
@@ -217,10 +219,7 @@ class MRIDataManager(VanillaDataManager[MRIViewDataset]):
         image_batch = next(self.iter_train_image_dataloader)
         images, camera_of_image = image_batch["image"], image_batch["image_idx"]  # [N, H, W, 3], [N]
         num_patches, patch_size = self.patches_per_batch, self.config.patch_size
-        # A single ray has no extent: scale 0 is raised to one pixel, placing rays uniformly.
-        min_scale, max_scale = (
-            (0.0, 0.0) if patch_size == 1 else (self.scale_schedule.min_scale_at(step), self.config.max_scale)
-        )
+        min_scale, max_scale = self.scale_range(step)
         coords = sample_patch_coords(
             num_patches, patch_size, images.shape[1], images.shape[2], min_scale, max_scale, device=images.device
         )
@@ -235,6 +234,55 @@ class MRIDataManager(VanillaDataManager[MRIViewDataset]):
         )
         indices = torch.cat([camera_indices, coords.floor().long()], dim=-1)
         return ray_bundle, {"image": pixels, "indices": indices}
+
+    def scale_range(self, step: int) -> tuple[float, float]:
+        """``(s_min, s_max)`` of the training patches at ``step``."""
+        # A single ray has no extent: scale 0 is raised to one pixel, placing rays uniformly.
+        if self.config.patch_size == 1:
+            return 0.0, 0.0
+        return self.scale_schedule.min_scale_at(step), self.config.max_scale
+
+    def next_unseen_pose_patches(
+        self, step: int, num_patches: int, elevation_band_deg: tuple[float, float] = (0.0, 0.0)
+    ) -> RayBundle:
+        """K x K patches of rays (no ground truth) at random poses on the training orbits.
+
+        Each patch takes a random training camera's subject, distance and elevation, then a uniform
+        azimuth in [0, 360) degrees and an elevation offset uniform in ``elevation_band_deg``; its scale
+        and position are drawn as for training patches (:meth:`scale_range`). These are the unseen views
+        of the same subjects that the adversarial loss renders as fakes.
+
+        Returns:
+            ``num_patches * K * K`` rays, patch-major then row-major, with ``metadata["subject_index"]``.
+        """
+        cameras, patch_size = self.train_cameras, self.config.patch_size
+        device = cameras.device
+        picked = torch.randint(len(cameras), (num_patches,), device=device)
+        positions = cameras.camera_to_worlds[picked, :, 3]  # [P, 3]
+        distance = positions.norm(dim=-1)
+        elevation = torch.rad2deg(torch.asin((positions[:, 2] / distance).clamp(-1.0, 1.0)))
+        low, high = elevation_band_deg
+        uniform = torch.rand(num_patches, 2, device=device)
+        poses = poses_looking_at_origin(
+            (360.0 * uniform[:, 0]).cpu().numpy(),
+            (elevation + low + (high - low) * uniform[:, 1]).cpu().numpy(),
+            distance.cpu().numpy(),
+        )
+        unseen = Cameras(
+            camera_to_worlds=poses.to(device),
+            fx=cameras.fx[picked],
+            fy=cameras.fy[picked],
+            cx=cameras.cx[picked],
+            cy=cameras.cy[picked],
+            width=cameras.width[picked],
+            height=cameras.height[picked],
+            camera_type=cameras.camera_type[picked],
+            metadata={"subject_index": cameras.metadata["subject_index"][picked]},
+        )
+        height, width = int(cameras.height.max()), int(cameras.width.max())
+        coords = sample_patch_coords(num_patches, patch_size, height, width, *self.scale_range(step), device=device)
+        camera_indices = torch.arange(num_patches, device=device)[:, None, None].expand(-1, patch_size, patch_size)
+        return unseen.generate_rays(camera_indices=camera_indices.reshape(-1, 1), coords=coords.reshape(-1, 2))
 
     def get_train_rays_per_batch(self) -> int:
         return self.patches_per_batch * self.config.patch_size**2

@@ -16,6 +16,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from mri_nerfstudio.nerf.adversarial import RMSpropOptimizerConfig
 from mri_nerfstudio.nerf.datamanager import MRIDataManagerConfig
 from mri_nerfstudio.nerf.dataparser import MRIDataParserConfig
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
@@ -51,6 +52,8 @@ mri_mednerf = MethodSpecification(
         optimizers={
             "fields": {"optimizer": AdamOptimizerConfig(lr=FIELD_LEARNING_RATE[PRESET], eps=1e-15), "scheduler": None},
             "codes": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
+            # Used only with the adversarial loss (--pipeline.adversarial.lambda-adv > 0); MedNeRF's D optimizer.
+            "discriminator": {"optimizer": RMSpropOptimizerConfig(lr=1e-4), "scheduler": None},
         },
         vis="viewer",
     ),

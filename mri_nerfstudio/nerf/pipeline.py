@@ -14,6 +14,15 @@
   (:func:`mri_nerfstudio.metrics.volume_fidelity`), per subject then averaged. Not computed for the
   ``mip`` view mode, whose views never constrain density.
 
+Training (:meth:`MRIPipeline.get_train_loss_dict`) adds, when ``adversarial.lambda_adv > 0``, the
+adversarial patch loss of :mod:`mri_nerfstudio.nerf.adversarial`: real patches are the training batch's
+ground truth, fake ones its renders plus patches rendered at unseen poses of the same orbits
+(:meth:`MRIDataManager.next_unseen_pose_patches`); the discriminator is the ``discriminator`` param
+group. With ``ema_decay`` (on by default with the adversarial loss) an exponential moving average of
+the model's parameters is kept after every step and put in their place whenever the pipeline is in
+eval mode (``ns-eval``, ``ns-render``, the Trainer's evaluations; the live viewer during training
+shows the trained weights). With ``lambda_adv = 0`` and no EMA, training is nerfstudio's own.
+
 Every held-out view is rendered once: nerfstudio's loop renders and scores it, and
 :func:`recording_held_out_renders` keeps an 8-bit copy of each ground truth and render on the way.
 """
@@ -23,16 +32,21 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Type
+from typing import Iterator, Literal, Optional, Type
 
 import numpy as np
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from rich.console import Console
 from torch import Tensor
+from torch.amp import GradScaler
+from torch.nn import Parameter
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, volume_fidelity
+from mri_nerfstudio.nerf.adversarial import AdversarialConfig, AdversarialPatchLoss
+from mri_nerfstudio.nerf.ema import ExponentialMovingAverage
 from mri_nerfstudio.prepare import PreparedSubject, load_prepared
 
 CONSOLE = Console()
@@ -205,12 +219,97 @@ class MRIPipelineConfig(VanillaPipelineConfig):
     """KID: images per subset, clamped to the number of held-out views."""
     feature_batch_size: int = 16
     """Images per Inception forward pass."""
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    """The adversarial patch loss (lambda_adv = 0: plain MSE training)."""
+    ema_decay: Optional[float] = None
+    """Largest decay of the EMA of the model used in eval mode (0: no EMA; None: 0.999 with the adversarial
+    loss, none without it)."""
+
+
+DEFAULT_EMA_DECAY = 0.999
 
 
 class MRIPipeline(VanillaPipeline):
     """:class:`VanillaPipeline` whose held-out evaluation adds FID, KID and volume fidelity (module docstring)."""
 
     config: MRIPipelineConfig
+
+    def __init__(
+        self,
+        config: MRIPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ):
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        adversarial = config.adversarial
+        self.adversarial: Optional[AdversarialPatchLoss] = None
+        if adversarial.enabled:
+            if self.datamanager.config.patch_size < 8:
+                raise MRIInputError(
+                    f"adversarial: patches of at least 8 x 8 rays are needed, got patch_size "
+                    f"{self.datamanager.config.patch_size} (set --pipeline.datamanager.patch-size)"
+                )
+            self.adversarial = AdversarialPatchLoss(adversarial).to(device)
+        decay = config.ema_decay
+        if decay is None:
+            decay = DEFAULT_EMA_DECAY if adversarial.enabled else 0.0
+        self.generator_ema = ExponentialMovingAverage(self.model, decay) if decay > 0 else None
+
+    def train(self, mode: bool = True) -> "MRIPipeline":
+        """nn.Module's train / eval switch; in eval mode the model holds its EMA weights."""
+        super().train(mode)
+        ema = getattr(self, "generator_ema", None)
+        if ema is not None:
+            ema.apply(use_average=not mode)
+        return self
+
+    def get_param_groups(self) -> dict[str, list[Parameter]]:
+        groups = super().get_param_groups()
+        if self.adversarial is not None:
+            groups["discriminator"] = list(self.adversarial.discriminator.parameters())
+        return groups
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> list[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        if self.generator_ema is not None:
+            callbacks.append(
+                TrainingCallback(
+                    where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                    update_every_num_iters=1,
+                    func=lambda step: self.generator_ema.update(),
+                )
+            )
+        return callbacks
+
+    def get_train_loss_dict(self, step: int):
+        """nerfstudio's training step; with the adversarial loss, plus its D and G terms (module docstring)."""
+        if self.adversarial is None:
+            return super().get_train_loss_dict(step)
+        ray_bundle, batch = self.datamanager.next_train(step)
+        model_outputs = self._model(ray_bundle)
+        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        loss_dict["rgb_loss"] = self.config.adversarial.lambda_mse * loss_dict["rgb_loss"]
+
+        patch_size = self.datamanager.config.patch_size
+        num_unseen = self.config.adversarial.unseen_patches_per_batch or self.datamanager.patches_per_batch
+        unseen_rays = self.datamanager.next_unseen_pose_patches(
+            step, num_unseen, self.config.adversarial.unseen_elevation_band_deg
+        )
+        unseen_rgb = self._model(unseen_rays)["rgb"]
+
+        def as_patches(colours: Tensor) -> Tensor:  # [P*K*K, 3] -> [P, 3, K, K]
+            return colours.reshape(-1, patch_size, patch_size, 3).permute(0, 3, 1, 2)
+
+        real = as_patches(batch["image"][..., :3].to(self.device))
+        fake = torch.cat([as_patches(model_outputs["rgb"]), as_patches(unseen_rgb)])
+        loss_dict.update(self.adversarial(real, fake, step))
+        return model_outputs, loss_dict, metrics_dict
 
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False

@@ -2,8 +2,8 @@
 
 Benchmarks and tests need what ``ns-train`` does (the same optimizers, schedulers, gradient scaler and
 training callbacks, e.g. the density-noise decay) but with held-out scores taken between steps and
-without a viewer, writer or checkpoints. :class:`TrainingSession` is that: ``Trainer.train_iteration``
-wrapped with the callbacks the Trainer would run around it.
+without a viewer or writer. :class:`TrainingSession` is that: ``Trainer.train_iteration`` wrapped with
+the callbacks the Trainer would run around it, and the Trainer's own checkpoint save and resume.
 """
 
 from __future__ import annotations
@@ -25,18 +25,21 @@ class TrainingSession:
 
     Args:
         config: e.g. ``mri_mednerf.config`` with its fields changed.
-        output_dir: where the Trainer may create its run folder (nothing is written there by
-            :meth:`step`; it exists because the Trainer insists on one).
+        output_dir: where the Trainer creates its run folder (only :meth:`save_checkpoint` writes there).
+        load_dir: a checkpoint folder (``.../nerfstudio_models``) to resume from: its latest checkpoint
+            is loaded as ``ns-train --load-dir`` does (pipeline, optimizers, schedulers, gradient scaler)
+            and steps continue from the one after it.
     """
 
-    def __init__(self, config: TrainerConfig, output_dir: Path):
+    def __init__(self, config: TrainerConfig, output_dir: Path, load_dir: Path | None = None):
         config = copy.deepcopy(config)
         config.vis = "tensorboard"
         config.output_dir = Path(output_dir)
+        config.load_dir = None if load_dir is None else Path(load_dir)
         config.set_timestamp()
         self.trainer: Trainer = config.setup(local_rank=0, world_size=1)
         self.trainer.setup()
-        self.step_count = 0
+        self.step_count = self.trainer._start_step
         self.train_seconds = 0.0
 
     @property
@@ -59,6 +62,13 @@ class TrainingSession:
         self.step_count += 1
         return {name: float(value) for name, value in loss_dict.items()}
 
+    def save_checkpoint(self) -> Path:
+        """The Trainer's checkpoint of the last step taken; returns the checkpoint folder (for ``load_dir``)."""
+        if self.step_count == 0:
+            raise MRIInputError("no training step taken yet: nothing to checkpoint")
+        self.trainer.save_checkpoint(self.step_count - 1)
+        return self.trainer.checkpoint_dir
+
     @torch.no_grad()
     def evaluate(self, views: Sequence[int] | None = None) -> dict[str, float]:
         """Mean and std of PSNR and SSIM over held-out views.
@@ -74,7 +84,7 @@ class TrainingSession:
         if not indices or not all(0 <= i < len(dataset) for i in indices):
             raise MRIInputError(f"views must be indices in 0..{len(dataset) - 1}, got {indices}")
         model = self.pipeline.model
-        model.eval()
+        self.pipeline.eval()  # as nerfstudio evaluates: the pipeline's eval mode (EMA weights, if any)
         scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
         for index in indices:
             camera = dataset.cameras[index : index + 1].to(model.device)
@@ -82,7 +92,7 @@ class TrainingSession:
             metrics, _ = model.get_image_metrics_and_images(outputs, dataset[index])
             for name in scores:
                 scores[name].append(float(metrics[name]))
-        model.train()
+        self.pipeline.train()
         summary: dict[str, float] = {}
         for name, values in scores.items():
             tensor = torch.tensor(values)
