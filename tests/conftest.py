@@ -59,3 +59,11 @@ def tiny_method_config():
         return config
 
     return make
+
+
+@pytest.fixture(scope="session")
+def phantom_root_4(tmp_path_factory: pytest.TempPathFactory, phantom_config_tiny: PhantomConfig) -> Path:
+    """A BraTS root with four tiny subjects (seeds 0..3): multi-subject training and subject splits."""
+    root = tmp_path_factory.mktemp("brats4")
+    write_brats_root(root, n=4, seed=0, config=phantom_config_tiny)
+    return root

@@ -50,6 +50,8 @@ mri_mednerf = MethodSpecification(
         optimizers={
             "fields": {"optimizer": AdamOptimizerConfig(lr=FIELD_LEARNING_RATE[PRESET], eps=1e-15), "scheduler": None},
             "codes": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
+            # Used only when the slice encoder is on (two or more subjects, or --pipeline.model.encoder.enabled on).
+            "encoder": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
         },
         vis="viewer",
     ),
