@@ -82,10 +82,9 @@ class SliceEncoder(nn.Module):
 
         # Strides (1, 2, 2) keep every slice and shrink each one in-plane: G x G -> G/8 x G/8.
         self.cnn = nn.Sequential(
-            block(num_modalities, w, (1, 1, 1)),
+            block(num_modalities, w, (1, 2, 2)),
             block(w, 2 * w, (1, 2, 2)),
             block(2 * w, 4 * w, (1, 2, 2)),
-            block(4 * w, 4 * w, (1, 2, 2)),
         )
         self.slice_rows = nn.Linear(4 * w * (g // 8) ** 2, config.slice_feature_dim)
         self.squeeze_excitation = SliceSqueezeExcitation(g, config.se_reduction) if config.squeeze_excitation else None
