@@ -264,7 +264,7 @@ class MRIMedNeRFModel(Model):
         return codes + predicted[inverse]
 
     def subject_indices(self, ray_bundle: RayBundle) -> Tensor:
-        """Subject of each ray [...] (int64): ``metadata["subject_index"]``, or 0 when absent."""
+        """Subject of each ray [...] (int64): ``metadata["subject_index"]``, else the viewer's "Subject" choice."""
         index = ray_bundle.metadata.get("subject_index")
         if index is None:
             chosen = self.subject_names.index(self.viewer_subject.value)
