@@ -74,3 +74,11 @@ def trained_phantom_run(tiny_method_config, phantom_subject_dir, tmp_path_factor
     session.trainer.config.save_config()
     session.trainer.save_checkpoint(session.step_count)
     return session.trainer.config.get_base_dir() / "config.yml"
+
+
+@pytest.fixture(scope="session")
+def phantom_root_4(tmp_path_factory: pytest.TempPathFactory, phantom_config_tiny: PhantomConfig) -> Path:
+    """A BraTS root with four tiny subjects (seeds 0..3): multi-subject training and subject splits."""
+    root = tmp_path_factory.mktemp("brats4")
+    write_brats_root(root, n=4, seed=0, config=phantom_config_tiny)
+    return root

@@ -98,3 +98,41 @@ def test_ns_train_parses_a_brats_root(phantom_root, tmp_path):
     # During training nerfstudio asks for the "val" split; ours is the same 57 held-out views as "test".
     assert "val: 114 views (2 subject(s) x 57)" in result.stdout
     assert list((tmp_path / "out").rglob("config.yml"))
+
+
+def test_subject_split_trains_on_the_chosen_subjects_and_evaluates_everyone(phantom_root, parser):
+    config = MRIDataParserConfig(
+        data=phantom_root, cache_dir=parser.config.cache_dir, prepare=SMALL, train_subjects=("BraTS2021_00001",)
+    )
+    split = config.setup()
+    train, test = split.get_dataparser_outputs("train"), split.get_dataparser_outputs("test")
+    assert set(train.cameras.metadata["subject_index"].squeeze(-1).tolist()) == {1.0}
+    assert len(train.cameras) == 15 and len(test.cameras) == 2 * 57
+    assert train.metadata["train_subjects"] == [1]
+    first_n = MRIDataParserConfig(data=phantom_root, cache_dir=parser.config.cache_dir, prepare=SMALL, train_subjects=("1",))
+    assert first_n.setup().training_subjects() == [0]
+
+
+def test_encoder_inputs_of_every_subject_are_in_the_metadata_and_cached(parser):
+    metadata = parser.get_dataparser_outputs("train").metadata
+    assert metadata["encoder_scans"].shape == (2, 4, 32, 32, 32)
+    assert metadata["encoder_present"].tolist() == [[1.0] * 4] * 2
+    assert metadata["encoder_spacing_mm"].shape == (2, 3)
+    assert all((subject.directory / "encoder_input_32.npz").is_file() for subject in parser.subjects)
+
+
+@pytest.mark.parametrize(
+    ("train_subjects", "message"),
+    [(("BraTS2021_00007",), r"\['BraTS2021_00007'\] not in the data"), (("3",), "3 requested, expected 1..2")],
+)
+def test_subject_split_naming_a_missing_subject_is_an_error(phantom_root, parser, train_subjects, message):
+    config = MRIDataParserConfig(
+        data=phantom_root, cache_dir=parser.config.cache_dir, prepare=SMALL, train_subjects=train_subjects
+    )
+    with pytest.raises(MRIInputError, match=message):
+        config.setup().get_dataparser_outputs("train")
+
+
+def test_encoder_grid_size_must_be_a_multiple_of_8(phantom_root, tmp_path):
+    with pytest.raises(MRIInputError, match="encoder_grid_size"):
+        MRIDataParserConfig(data=phantom_root, cache_dir=tmp_path, encoder_grid_size=20).setup()

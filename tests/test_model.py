@@ -11,6 +11,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.nerf.encoder import SliceEncoderConfig
 from mri_nerfstudio.nerf.field import FeatureGridBackbone, MLPBackbone
 from mri_nerfstudio.nerf.model import MRIMedNeRFModel, MRIMedNeRFModelConfig
 from mri_nerfstudio.nerf.renderers import AttenuationRenderer, EmissionAbsorptionRenderer, MaxIntensityRenderer
@@ -173,3 +174,61 @@ def test_volume_on_grid_is_density_over_k_inside_the_sphere():
     assert volume[2] == 0 and volume[3] == 0  # |p| > 1: outside the scene
     with pytest.raises(MRIInputError, match="subject"):
         model.volume_on_grid(points, subject=2)
+
+
+def _encoder_model(num_subjects: int = 3, **overrides) -> MRIMedNeRFModel:
+    """A tiny model with the slice encoder on 8^3 random scans (subject s brighter with s)."""
+    torch.manual_seed(0)
+    config = MRIMedNeRFModelConfig(**{**TINY, **overrides})
+    scans = torch.rand(num_subjects, 4, 8, 8, 8) * (1 + torch.arange(num_subjects).float())[:, None, None, None, None] / 4
+    metadata = {
+        "view_mode": "volume",
+        "density_scale": 3.0,
+        "subject_names": [f"s{i}" for i in range(num_subjects)],
+        "encoder_scans": scans,
+        "encoder_present": torch.ones(num_subjects, 4),
+        "encoder_spacing_mm": torch.ones(num_subjects, 3),
+    }
+    return config.setup(scene_box=SCENE_BOX, num_train_data=4, metadata=metadata)
+
+
+def test_encoder_is_on_for_several_subjects_with_scans_and_residual_codes_start_at_zero():
+    model = _encoder_model()
+    assert model.encoder is not None and "encoder" in model.get_param_groups()
+    assert not model.subject_codes.weight.any()
+    assert _model(num_subjects=2).encoder is None  # no scans in the metadata
+    assert _encoder_model(num_subjects=1).encoder is None  # auto: one subject
+    assert _encoder_model(num_subjects=1, encoder=SliceEncoderConfig(enabled="on")).encoder is not None
+    assert _encoder_model(encoder=SliceEncoderConfig(enabled="off")).encoder is None
+    with pytest.raises(MRIInputError, match="no encoder_scans"):
+        _model(num_subjects=2, encoder=SliceEncoderConfig(enabled="on"))
+
+
+def test_codes_are_the_encoder_prediction_plus_the_residual_and_the_encoder_runs_once_per_subject():
+    model = _encoder_model()
+    calls = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    subjects = torch.tensor([2, 0, 2, 2, 0])
+    codes = model.codes_of(subjects)
+    assert calls == [2]
+    predicted = model.encoder(model.encoder_scans, model.encoder_present, model.encoder_spacing_mm)
+    torch.testing.assert_close(codes, predicted[subjects])
+    with torch.no_grad():
+        model.subject_codes.weight[0] += 0.5
+    torch.testing.assert_close(model.codes_of(torch.tensor([0])), predicted[:1] + 0.5)
+
+
+def test_viewer_subject_and_modality_dropdowns_change_the_rendering():
+    model = _encoder_model().eval()
+    with torch.no_grad():
+        model.subject_codes.weight[2] += 1.0
+        first = model(_rays(16))
+        assert "scan" in first and first["scan"].shape == (16, 3)
+        assert 0.0 <= float(first["scan"].min()) and float(first["scan"].max()) <= 1.0
+        model.viewer_subject.value = "s2"  # as the viewer's "Subject" dropdown sets it
+        second = model(_rays(16))
+        assert (first["rgb"] - second["rgb"]).abs().max() > 1e-4
+        assert (first["scan"] - second["scan"]).abs().max() > 1e-4
+        model.viewer_modality.value = "flair"
+        assert (model(_rays(16))["scan"] - second["scan"]).abs().max() > 1e-4
+    assert "scan" not in model.train()(_rays(4))

@@ -54,6 +54,8 @@ mri_mednerf = MethodSpecification(
             "codes": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
             # Used only with the adversarial loss (--pipeline.adversarial.lambda-adv > 0); MedNeRF's D optimizer.
             "discriminator": {"optimizer": RMSpropOptimizerConfig(lr=1e-4), "scheduler": None},
+            # Used only when the slice encoder is on (two or more subjects, or --pipeline.model.encoder.enabled on).
+            "encoder": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
         },
         vis="viewer",
     ),

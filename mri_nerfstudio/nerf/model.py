@@ -14,6 +14,11 @@ Two presets (``--pipeline.model.preset``) pick the network and its sizes:
   (``--optimizers.fields.optimizer.lr 5e-4``).
 - ``cpu``: dense feature grids + a tiny MLP (:class:`FeatureGridBackbone`), fewer samples, codes 8 + 8,
   a total-variation prior on the grids: a 128 px brain in minutes on two CPU cores.
+
+With the slice encoder on (``--pipeline.model.encoder.enabled``; ``auto`` = on for two or more
+subjects), a subject's codes are the encoder's prediction from its scans plus a learned residual that
+starts at zero: a subject that was never trained on (held out by ``--train-subjects``) is rendered from
+its scans alone.
 """
 
 from __future__ import annotations
@@ -31,16 +36,19 @@ from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.model_components.scene_colliders import SphereCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
+from nerfstudio.viewer.viewer_elements import ViewerDropdown
 from torch import Tensor, nn
 from torch.nn import Parameter
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.nerf.encoder import SliceEncoder, SliceEncoderConfig
 from mri_nerfstudio.nerf.field import ConditionalRadianceField, FeatureGridBackbone, MLPBackbone, RadianceBackbone
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
 from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
+from mri_nerfstudio.volume import MODALITIES
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class MRIMedNeRFModelConfig(ModelConfig):
     """Cells per axis of the occupancy grid over [-1, 1]^3."""
     occupancy_margin: float = 0.05
     """World units (the brain's bounding radius is about 1) by which the brain masks are dilated."""
+    encoder: SliceEncoderConfig = field(default_factory=SliceEncoderConfig)
+    """The slice encoder (3D CNN + Squeeze-and-Excitation) that predicts each subject's codes from its scans."""
 
     def resolved_preset(self) -> FieldPreset:
         """The preset with every field of this config that is not None applied over it."""
@@ -130,15 +140,19 @@ class MRIMedNeRFModel(Model):
     """Per-subject codes + :class:`ConditionalRadianceField` + the renderer of the data's view mode.
 
     Reads from the dataparser metadata (``kwargs["metadata"]``): ``view_mode`` (default ``volume``),
-    ``density_scale`` k, ``subject_names`` (their number sizes the code table; default one subject) and,
+    ``density_scale`` k, ``subject_names`` (their number sizes the code table; default one subject),
     for empty-space skipping (:mod:`~mri_nerfstudio.nerf.occupancy`), ``brain_masks`` and
-    ``world_from_voxel`` (without them every sample is evaluated).
+    ``world_from_voxel`` (without them every sample is evaluated), and the slice encoder's inputs
+    ``encoder_scans`` [N, C, G, G, G], ``encoder_present`` [N, C], ``encoder_spacing_mm`` [N, 3]
+    (required when the encoder is on).
     Rays carry their subject in ``ray_bundle.metadata["subject_index"]`` [..., 1]; rays without it
-    (viewer, camera paths) render subject 0.
+    (viewer, camera paths) render the subject chosen in the viewer's "Subject" dropdown (default 0).
 
     Outputs per ray: ``rgb`` [..., 3], ``accumulation`` [..., 1], ``depth`` [..., 1] (world units from
     the ray origin) and ``volume`` [..., 3] (mean intensity along the ray, see
-    :class:`~mri_nerfstudio.nerf.renderers.MeanIntensityRenderer`).
+    :class:`~mri_nerfstudio.nerf.renderers.MeanIntensityRenderer`). Outside training, also ``scan``
+    [..., 3]: the input scan of the modality chosen in the viewer's "Scan modality" dropdown, on the
+    encoder's working grid, averaged along the ray (to compare the learned volume with each modality).
 
     The web viewer opens on the brain (:class:`~mri_nerfstudio.nerf.viewer_camera.OrbitViewerCamera`).
     """
@@ -156,6 +170,7 @@ class MRIMedNeRFModel(Model):
         if self.config.preset not in PRESETS:
             raise MRIInputError(f"model preset must be one of {tuple(PRESETS)}, got {self.config.preset!r}")
         self.preset = self.config.resolved_preset()
+        self.subject_names = list(metadata.get("subject_names", ["subject"]))
 
         self.field = ConditionalRadianceField(
             self._make_backbone(),
@@ -164,7 +179,11 @@ class MRIMedNeRFModel(Model):
         )
         code_dim = self.preset.shape_code_dim + self.preset.appearance_code_dim
         self.subject_codes = nn.Embedding(self.num_subjects, code_dim)
-        nn.init.normal_(self.subject_codes.weight, std=self.config.code_init_std)
+        self._set_up_encoder(metadata, code_dim)
+        if self.encoder is None:
+            nn.init.normal_(self.subject_codes.weight, std=self.config.code_init_std)
+        else:
+            nn.init.zeros_(self.subject_codes.weight)  # residuals: untrained subjects get the encoder's codes
 
         self.collider = SphereCollider(center=torch.zeros(3), radius=1.0)
         self.sampler = UniformSampler(num_samples=self.preset.num_samples)
@@ -186,6 +205,32 @@ class MRIMedNeRFModel(Model):
         self.renderer = renderer_for_view_mode(self.view_mode)
         self.mean_intensity = MeanIntensityRenderer(self.density_scale)
         self.viewer_camera = OrbitViewerCamera()
+        self.viewer_subject = ViewerDropdown(
+            "Subject", self.subject_names[0], self.subject_names, hint="Subject rendered in the viewer"
+        )
+        self.viewer_modality = ViewerDropdown(
+            "Scan modality", MODALITIES[0], list(MODALITIES), hint="Modality of the 'scan' output (input scan)"
+        )
+
+    def _set_up_encoder(self, metadata: dict, code_dim: int) -> None:
+        """``self.encoder`` (or None) and its inputs as buffers, from the config and the metadata."""
+        setting = self.config.encoder.enabled
+        if setting not in ("auto", "on", "off"):
+            raise MRIInputError(f"encoder.enabled must be 'auto', 'on' or 'off', got {setting!r}")
+        scans = metadata.get("encoder_scans")
+        if scans is not None:
+            self.register_buffer("encoder_scans", scans.float(), persistent=False)
+            self.register_buffer("encoder_present", metadata["encoder_present"].float(), persistent=False)
+            self.register_buffer("encoder_spacing_mm", metadata["encoder_spacing_mm"].float(), persistent=False)
+        enabled = setting == "on" or (setting == "auto" and self.num_subjects >= 2 and scans is not None)
+        self.encoder: Optional[SliceEncoder] = None
+        if not enabled:
+            return
+        if scans is None:
+            raise MRIInputError("encoder is on but the dataparser metadata has no encoder_scans; use the mri-data dataparser")
+        if scans.shape[0] != self.num_subjects:
+            raise MRIInputError(f"encoder_scans has {scans.shape[0]} subjects, subject_names {self.num_subjects}")
+        self.encoder = SliceEncoder(self.config.encoder, scans.shape[1], scans.shape[-1], code_dim)
 
     def _make_backbone(self) -> RadianceBackbone:
         preset, config = self.preset, self.config
@@ -219,13 +264,30 @@ class MRIMedNeRFModel(Model):
         ]
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
-        return {"fields": list(self.field.parameters()), "codes": list(self.subject_codes.parameters())}
+        groups = {"fields": list(self.field.parameters()), "codes": list(self.subject_codes.parameters())}
+        if self.encoder is not None:
+            groups["encoder"] = list(self.encoder.parameters())
+        return groups
+
+    def codes_of(self, subjects: Tensor) -> Tensor:
+        """Codes [..., Ds + Da] of subjects [...] (int64): the residual table plus, with the encoder, its prediction.
+
+        The encoder runs once per distinct subject in ``subjects``, so a step costs the same however many
+        subjects the data has.
+        """
+        codes = self.subject_codes(subjects)
+        if self.encoder is None:
+            return codes
+        unique, inverse = torch.unique(subjects, return_inverse=True)
+        predicted = self.encoder(self.encoder_scans[unique], self.encoder_present[unique], self.encoder_spacing_mm[unique])
+        return codes + predicted[inverse]
 
     def subject_indices(self, ray_bundle: RayBundle) -> Tensor:
-        """Subject of each ray [...] (int64): ``metadata["subject_index"]``, or 0 when absent."""
+        """Subject of each ray [...] (int64): ``metadata["subject_index"]``, else the viewer's "Subject" choice."""
         index = ray_bundle.metadata.get("subject_index")
         if index is None:
-            return torch.zeros(ray_bundle.origins.shape[:-1], dtype=torch.long, device=ray_bundle.origins.device)
+            chosen = self.subject_names.index(self.viewer_subject.value)
+            return torch.full(ray_bundle.origins.shape[:-1], chosen, dtype=torch.long, device=ray_bundle.origins.device)
         index = index[..., 0].round().long()
         if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < self.num_subjects:
             raise MRIInputError(
@@ -246,7 +308,7 @@ class MRIMedNeRFModel(Model):
 
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor]:
         subjects = self.subject_indices(ray_bundle)
-        codes = self.subject_codes(subjects)  # [..., Ds + Da]
+        codes = self.codes_of(subjects)  # [..., Ds + Da]
         ray_samples = self._conditioned(self.sampler(ray_bundle), codes)
         if self.pdf_sampler is not None:
             with torch.no_grad():
@@ -260,7 +322,27 @@ class MRIMedNeRFModel(Model):
         density = field_outputs[FieldHeadNames.DENSITY]
         outputs = self.renderer(rgb=field_outputs[FieldHeadNames.RGB], density=density, ray_samples=ray_samples)
         outputs["volume"] = self.mean_intensity(density=density, ray_samples=ray_samples)
+        if not self.training and hasattr(self, "encoder_scans"):
+            outputs["scan"] = self._input_scan_along_rays(ray_samples, subjects)
         return outputs
+
+    def _input_scan_along_rays(self, ray_samples: RaySamples, subjects: Tensor) -> Tensor:
+        """The chosen modality's working-grid scan averaged along each ray (like ``volume``), [..., 3] in [0, 1]."""
+        channel = MODALITIES.index(self.viewer_modality.value)
+        positions = ray_samples.frustums.get_positions()  # [..., S, 3] world
+        samples_per_ray = positions.shape[-2]
+        flat_positions, flat_subjects = positions.reshape(-1, samples_per_ray, 3), subjects.reshape(-1)
+        scan = torch.zeros(flat_positions.shape[:2], device=positions.device)
+        for subject in torch.unique(flat_subjects).tolist():
+            rays = flat_subjects == subject
+            volume = self.encoder_scans[subject, channel][None, None]  # [1, 1, Z, X, Y]
+            # The working grid's axes are (z, x, y); grid_sample reads coordinates as (y, x, z) here.
+            grid = flat_positions[rays][..., [1, 0, 2]].reshape(1, 1, -1, 1, 3).float()
+            sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            scan[rays] = sampled.reshape(-1, samples_per_ray)
+        deltas = ray_samples.deltas[..., 0]  # [..., S]
+        mean = (scan.reshape(deltas.shape) * deltas).sum(dim=-1, keepdim=True) / deltas.sum(dim=-1, keepdim=True).clamp(min=1e-8)
+        return mean.expand(*mean.shape[:-1], 3)
 
     def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         image = batch["image"][..., :3].to(self.device)
@@ -314,7 +396,7 @@ class MRIMedNeRFModel(Model):
             raise MRIInputError(f"points_world must be [P, 3], got shape {tuple(points_world.shape)}")
         if not 0 <= subject < self.num_subjects:
             raise MRIInputError(f"subject must be in 0..{self.num_subjects - 1}, got {subject}")
-        shape_code = self.subject_codes.weight[subject, : self.preset.shape_code_dim]
+        shape_code = self.codes_of(torch.tensor([subject], device=self.device))[0, : self.preset.shape_code_dim]
         intensity = torch.zeros(len(points_world), dtype=torch.float32, device=points_world.device)
         for start in range(0, len(points_world), points_per_chunk):
             points = points_world[start : start + points_per_chunk].to(self.device, torch.float32)
