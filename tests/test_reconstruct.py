@@ -21,7 +21,7 @@ UNSEEN = "BraTS2021_00001"
 def from_scan(trained_phantom_run, phantom_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reconstruct")
     reconstruct_main(["--load-config", str(trained_phantom_run), "--volume", str(phantom_root / UNSEEN),
-                      "--azimuth-deg", "90", "--steps", "100", "--rays-per-step", "256", "--finetune-field", "--out", str(out)])
+                      "--azimuth-deg", "90", "--steps", "40", "--rays-per-step", "256", "--finetune-field", "--out", str(out)])
     return out
 
 
@@ -50,7 +50,7 @@ def test_reconstruct_from_a_scan_writes_views_volume_and_scores(from_scan, phant
 def test_reconstruct_from_a_png_and_its_angle(trained_phantom_run, from_scan, tmp_path):
     out = tmp_path / "png"
     reconstruct_main(["--load-config", str(trained_phantom_run), "--view", str(from_scan / "views" / "view_005.png"),
-                      "--azimuth-deg", "25", "--steps", "10", "--out", str(out)])
+                      "--azimuth-deg", "25", "--steps", "5", "--out", str(out)])
     assert len(list((out / "views").glob("view_*.png"))) == 72
     volume = nib.load(out / "reconstruction.nii.gz")
     assert volume.shape == (24, 24, 24) and np.asarray(volume.dataobj).max() > 0.1
