@@ -82,3 +82,33 @@ def phantom_root_4(tmp_path_factory: pytest.TempPathFactory, phantom_config_tiny
     root = tmp_path_factory.mktemp("brats4")
     write_brats_root(root, n=4, seed=0, config=phantom_config_tiny)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_model():
+    """Factory of a tiny ``cpu``-preset model with the slice encoder on random 8^3 scans (no data needed).
+
+    ``make(num_subjects=3, **config_overrides)``: subjects ``s0, s1, ...``, subject s's scans scaled by (s + 1) / 4.
+    """
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
+
+    def make(num_subjects: int = 3, **overrides):
+        torch.manual_seed(0)
+        tiny = dict(preset="cpu", grid_resolutions=(4, 8), grid_channels=2, grid_width=8, num_samples=8)
+        config = MRIMedNeRFModelConfig(**{**tiny, **overrides})
+        brightness = (1 + torch.arange(num_subjects).float())[:, None, None, None, None] / 4
+        metadata = {
+            "view_mode": "volume",
+            "density_scale": 3.0,
+            "subject_names": [f"s{i}" for i in range(num_subjects)],
+            "encoder_scans": torch.rand(num_subjects, 4, 8, 8, 8) * brightness,
+            "encoder_present": torch.ones(num_subjects, 4),
+            "encoder_spacing_mm": torch.ones(num_subjects, 3),
+        }
+        scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+        return config.setup(scene_box=scene_box, num_train_data=4, metadata=metadata)
+
+    return make

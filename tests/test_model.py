@@ -176,23 +176,8 @@ def test_volume_on_grid_is_density_over_k_inside_the_sphere():
         model.volume_on_grid(points, subject=2)
 
 
-def _encoder_model(num_subjects: int = 3, **overrides) -> MRIMedNeRFModel:
-    """A tiny model with the slice encoder on 8^3 random scans (subject s brighter with s)."""
-    torch.manual_seed(0)
-    config = MRIMedNeRFModelConfig(**{**TINY, **overrides})
-    scans = torch.rand(num_subjects, 4, 8, 8, 8) * (1 + torch.arange(num_subjects).float())[:, None, None, None, None] / 4
-    metadata = {
-        "view_mode": "volume",
-        "density_scale": 3.0,
-        "subject_names": [f"s{i}" for i in range(num_subjects)],
-        "encoder_scans": scans,
-        "encoder_present": torch.ones(num_subjects, 4),
-        "encoder_spacing_mm": torch.ones(num_subjects, 3),
-    }
-    return config.setup(scene_box=SCENE_BOX, num_train_data=4, metadata=metadata)
-
-
-def test_encoder_is_on_for_several_subjects_with_scans_and_residual_codes_start_at_zero():
+def test_encoder_is_on_for_several_subjects_with_scans_and_residual_codes_start_at_zero(tiny_encoder_model):
+    _encoder_model = tiny_encoder_model
     model = _encoder_model()
     assert model.encoder is not None and "encoder" in model.get_param_groups()
     assert not model.subject_codes.weight.any()
@@ -204,8 +189,8 @@ def test_encoder_is_on_for_several_subjects_with_scans_and_residual_codes_start_
         _model(num_subjects=2, encoder=SliceEncoderConfig(enabled="on"))
 
 
-def test_codes_are_the_encoder_prediction_plus_the_residual_and_the_encoder_runs_once_per_subject():
-    model = _encoder_model()
+def test_codes_are_the_encoder_prediction_plus_the_residual_and_the_encoder_runs_once_per_subject(tiny_encoder_model):
+    model = tiny_encoder_model()
     calls = []
     model.encoder.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
     subjects = torch.tensor([2, 0, 2, 2, 0])
@@ -218,8 +203,8 @@ def test_codes_are_the_encoder_prediction_plus_the_residual_and_the_encoder_runs
     torch.testing.assert_close(model.codes_of(torch.tensor([0])), predicted[:1] + 0.5)
 
 
-def test_viewer_subject_and_modality_dropdowns_change_the_rendering():
-    model = _encoder_model().eval()
+def test_viewer_subject_and_modality_dropdowns_change_the_rendering(tiny_encoder_model):
+    model = tiny_encoder_model().eval()
     with torch.no_grad():
         model.subject_codes.weight[2] += 1.0
         first = model(_rays(16))

@@ -9,16 +9,16 @@ Examples::
     mri-reconstruct --load-config outputs/.../config.yml --volume brats/BraTS2021_00042 --azimuth-deg 0 --out recon/
 
 The subject's latent code is optimised (``--finetune-field``: the field too) against the one view with
-MSE plus a Gaussian prior fitted to the training subjects' codes, starting from the mean training code
-(the slice encoder, once built, will give the starting code instead; see
-:mod:`mri_nerfstudio.nerf.single_view`). Writes into ``--out`` (each file atomically):
+MSE plus a Gaussian prior fitted to the training subjects' codes, starting, with ``--volume`` and a run
+that has the slice encoder (several training subjects), from the encoder's prediction from the scan,
+otherwise from the mean training code (see :mod:`mri_nerfstudio.nerf.single_view`). Writes into ``--out`` (each file atomically):
 
 - ``views/view_XXX.png``: the whole orbit (72 views at 5 degrees by default) rendered from the fit;
 - ``reconstruction.nii.gz``: the volume estimate; with ``--volume`` on the scan's own grid (same shape
   and affine), plus brain / tumour meshes and ``export.json`` as ``mri-export`` writes them; with
   ``--view`` alone on a cube around the brain, in millimetres of the training brains' mean size;
 - ``scores.json``: the settings, the loss at the first and last step and, with ``--volume``, PSNR / SSIM
-  on the other views (mean +- std) and on the volume, for the fit and for the unfitted mean code.
+  on the other views (mean +- std) and on the volume, for the fit and for the unfitted starting code.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ReconstructCommand:
     field_learning_rate: float = 1e-3
     """Adam learning rate of the field with --finetune-field."""
     baseline: bool = True
-    """With --volume, also score the unfitted mean training code (the trivial baseline)."""
+    """With --volume, also score the unfitted starting code (the encoder's prediction, or the mean training code)."""
     cache_dir: Optional[Path] = None
     """Where --volume is prepared (default: the run's own cache)."""
 
@@ -127,6 +127,7 @@ def run(command: ReconstructCommand) -> dict:
     """Reconstruct, write the outputs, return ``scores.json``'s content."""
     import torch
 
+    from mri_nerfstudio.encoder_input import cached_encoder_input
     from mri_nerfstudio.grids import world_cube_grid
     from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
     from mri_nerfstudio.nerf.pipeline import prepared_subjects
@@ -148,6 +149,9 @@ def run(command: ReconstructCommand) -> dict:
         print(f"[mri-reconstruct] preparing {command.volume} with the run's settings", flush=True)
         truth = prepare_subject(command.volume, command.cache_dir or dataparser.cache_dir, prepare)
         view = truth.images[view_index]
+    scans = None
+    if truth is not None and trained.model.encoder is not None:
+        scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, dataparser.encoder_grid_size)
     training_subjects = prepared_subjects(trained.pipeline)
     seen = truth is not None and truth.name in [subject.name for subject in training_subjects]
     if seen:
@@ -169,7 +173,7 @@ def run(command: ReconstructCommand) -> dict:
     )
     print(f"[mri-reconstruct] fitting to view {view_index} ({command.azimuth_deg:g} deg), {settings.steps} steps", flush=True)
     result = reconstruct_from_view(
-        trained.model, orbit, view_index, torch.from_numpy(view), settings, truth, baseline=command.baseline
+        trained.model, orbit, view_index, torch.from_numpy(view), settings, truth, baseline=command.baseline, scans=scans
     )
     out = command.out
     write_views(result.renders, out / "views")
@@ -192,7 +196,7 @@ def run(command: ReconstructCommand) -> dict:
         "view_index": view_index,
         "seen_in_training": seen,
         "settings": asdict(settings),
-        "start": "mean training code (no slice encoder yet)",
+        "start": "slice encoder's prediction from the scan" if scans is not None else "mean training code",
         "mse_first_step": result.history.mse[0] if result.history.mse else None,
         "mse_last_step": result.history.mse[-1] if result.history.mse else None,
         "volume": volume_note,
@@ -203,7 +207,7 @@ def run(command: ReconstructCommand) -> dict:
     print(f"[mri-reconstruct] wrote {out}: {len(result.renders)} views, {volume_note}, scores.json", flush=True)
     if result.scores:
         line = "[mri-reconstruct] other {views} views: PSNR {psnr:.2f} dB, SSIM {ssim:.3f}"
-        print(line.format(**result.scores) + (f" (mean code: {result.baseline_scores['psnr']:.2f} dB, "
+        print(line.format(**result.scores) + (f" (starting code: {result.baseline_scores['psnr']:.2f} dB, "
               f"{result.baseline_scores['ssim']:.3f})" if result.baseline_scores else ""), flush=True)
     return report
 

@@ -7,8 +7,8 @@ code is optimised so that the rendered view matches the given one:
 
 where ``mean`` and ``variance`` are a Gaussian fitted to the training subjects' codes (isotropic: a
 handful of subjects cannot estimate one variance per dimension). The optimisation starts from
-:func:`initial_codes`: today the mean training code. That function is where the slice encoder's
-features will plug in once it exists (issue 5): a new subject's slices then give its starting code.
+:func:`initial_codes`: the slice encoder's prediction from the new subject's scans when the model has
+an encoder and the scans are known, else the mean training code.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
+from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.nerf.occupancy import OccupancyGrid
 
 
 @dataclass(frozen=True)
@@ -51,33 +53,56 @@ class FitHistory:
     prior: list[float] = field(default_factory=list)
 
 
-def initial_codes(model) -> Tensor:
-    """[Ds + Da] starting code of a subject not seen in training: the mean of the training subjects' codes.
+def trained_codes(model) -> Tensor:
+    """[N, Ds + Da] the codes the model renders its N subjects with (encoder prediction + residual, or the table)."""
+    with torch.no_grad():
+        return model.codes_of(torch.arange(model.num_subjects, device=model.device)).detach()
 
-    The hook for the slice encoder (not built yet): with it, the code predicted from the subject's slices.
+
+def initial_codes(model, scans: EncoderInput | None = None) -> Tensor:
+    """[Ds + Da] starting code of a subject not seen in training.
+
+    With the slice encoder and the subject's scans (its :class:`EncoderInput`): the encoder's prediction,
+    which is also what the model renders a held-out subject with. Otherwise the mean training code.
     """
-    return model.subject_codes.weight.detach().mean(dim=0)
+    if model.encoder is None or scans is None:
+        return trained_codes(model).mean(dim=0)
+    inputs = (torch.from_numpy(array)[None].to(model.device) for array in (scans.scans, scans.present, scans.spacing_mm))
+    with torch.no_grad():
+        return model.encoder(*inputs)[0]
 
 
 def code_prior(model) -> tuple[Tensor, float]:
     """Mean [Ds + Da] and isotropic variance of the training codes (the initial spread for a single subject)."""
-    codes = model.subject_codes.weight.detach()
+    codes = trained_codes(model)
     floor = model.config.code_init_std**2
     variance = float(codes.var(dim=0).mean()) if len(codes) > 1 else floor
     return codes.mean(dim=0), max(variance, floor)
 
 
 def single_subject_model(model, code: Tensor):
-    """A copy of ``model`` whose only subject (index 0, which rays without a subject render) has ``code``."""
+    """A copy of ``model`` whose only subject (index 0, which rays without a subject render) has ``code``.
+
+    The copy has no slice encoder (its code is explicit) and no input scans, and skips only the space that
+    every training subject's occupancy grid skips (the new subject's brain mask is not known).
+    """
     copied = copy.deepcopy(model)
     copied.subject_codes = nn.Embedding(1, code.numel()).to(code.device)
     with torch.no_grad():
         copied.subject_codes.weight.copy_(code.reshape(1, -1))
     copied.num_subjects = 1
+    copied.encoder = None
+    for name in ("encoder_scans", "encoder_present", "encoder_spacing_mm"):
+        if hasattr(copied, name):
+            delattr(copied, name)
+    if copied.occupancy is not None:
+        copied.occupancy = OccupancyGrid(model.occupancy.grids.any(dim=0, keepdim=True))
     return copied
 
 
-def fit_single_view(model, view: Tensor, camera: Cameras, settings: SingleViewSettings) -> tuple[object, FitHistory]:
+def fit_single_view(
+    model, view: Tensor, camera: Cameras, settings: SingleViewSettings, scans: EncoderInput | None = None
+) -> tuple[object, FitHistory]:
     """Fit a new subject to one view.
 
     Args:
@@ -85,6 +110,7 @@ def fit_single_view(model, view: Tensor, camera: Cameras, settings: SingleViewSe
         view: [H, W] float in [0, 1], the subject seen by ``camera``.
         camera: one camera (nerfstudio ``Cameras`` of shape [1]) of the run's orbit.
         settings: steps, learning rates, prior.
+        scans: the subject's encoder input, when known (see :func:`initial_codes`).
 
     Returns:
         The single-subject model (:func:`single_subject_model`) with the fitted code (and field), in
@@ -96,7 +122,7 @@ def fit_single_view(model, view: Tensor, camera: Cameras, settings: SingleViewSe
     if tuple(view.shape) != (height, width):
         raise MRIInputError(f"view is {tuple(view.shape)} pixels, the run's cameras are {height} x {width}")
     prior_mean, prior_variance = code_prior(model)
-    fitted = single_subject_model(model, initial_codes(model))
+    fitted = single_subject_model(model, initial_codes(model, scans))
     fitted.eval()  # deterministic ray samples and no density noise: the field as it renders
     for parameter in fitted.field.parameters():
         parameter.requires_grad_(settings.finetune_field)
@@ -160,6 +186,7 @@ def reconstruct_from_view(
     settings: SingleViewSettings,
     truth=None,
     baseline: bool = True,
+    scans: EncoderInput | None = None,
 ) -> SingleViewResult:
     """Fit a new subject to view ``view_index`` of ``orbit``, render the whole orbit and score it.
 
@@ -171,14 +198,16 @@ def reconstruct_from_view(
         settings: fitting settings.
         truth: the subject's :class:`~mri_nerfstudio.prepare.PreparedSubject` (its N views and volume),
             or None when only the view is known (nothing is scored then).
-        baseline: also score the unfitted starting code (the trivial baseline).
+        baseline: also score the unfitted starting code (with the encoder and ``scans``: the encoder's
+            prediction; otherwise the mean training code, the trivial baseline).
+        scans: the subject's encoder input, when known (see :func:`initial_codes`).
     """
     from mri_nerfstudio.metrics import view_scores
     from mri_nerfstudio.nerf.pipeline import subject_volume_scores
 
     if not 0 <= view_index < len(orbit):
         raise MRIInputError(f"view index must be in 0..{len(orbit) - 1}, got {view_index}")
-    fitted, history = fit_single_view(model, view, orbit[view_index : view_index + 1], settings)
+    fitted, history = fit_single_view(model, view, orbit[view_index : view_index + 1], settings, scans)
     result = SingleViewResult(model=fitted, renders=render_orbit(fitted, orbit), history=history)
     if truth is None:
         return result
@@ -199,7 +228,7 @@ def reconstruct_from_view(
 
     result.scores = scores_of(fitted, result.renders)
     if baseline:
-        start = single_subject_model(model, initial_codes(model))
+        start = single_subject_model(model, initial_codes(model, scans))
         start.eval()
         result.baseline_scores = scores_of(start, render_orbit(start, orbit))
     return result

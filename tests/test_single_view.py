@@ -1,0 +1,60 @@
+"""Single-view reconstruction's building blocks: the starting code (encoder or mean), the prior, the one-subject copy."""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.cameras.rays import RayBundle
+
+from mri_nerfstudio.encoder_input import EncoderInput
+from mri_nerfstudio.nerf.single_view import code_prior, initial_codes, single_subject_model, trained_codes
+
+
+def _scans_of(model, subject: int) -> EncoderInput:
+    return EncoderInput(
+        scans=model.encoder_scans[subject].numpy(),
+        present=model.encoder_present[subject].numpy(),
+        spacing_mm=model.encoder_spacing_mm[subject].numpy(),
+    )
+
+
+def _rays(num_rays: int = 32, subject: int | None = None) -> RayBundle:
+    """Parallel rays along -y through the unit sphere, of ``subject`` (None: no subject metadata)."""
+    generator = torch.Generator().manual_seed(0)
+    xz = torch.rand(num_rays, 2, generator=generator) * 2 - 1
+    metadata = {} if subject is None else {"subject_index": torch.full((num_rays, 1), float(subject))}
+    return RayBundle(
+        origins=torch.stack([xz[:, 0], torch.full((num_rays,), 4.0), xz[:, 1]], dim=-1),
+        directions=torch.tensor([0.0, -1.0, 0.0]).expand(num_rays, 3).clone(),
+        pixel_area=torch.ones(num_rays, 1),
+        metadata=metadata,
+    )
+
+
+def test_a_new_subject_starts_from_the_encoder_prediction_of_its_scans(tiny_encoder_model):
+    model = tiny_encoder_model()
+    with torch.no_grad():
+        model.subject_codes.weight[:2] += 0.3  # subjects 0, 1 trained; subject 2 never was (zero residual)
+    start = initial_codes(model, _scans_of(model, 2))
+    torch.testing.assert_close(start, trained_codes(model)[2])  # = how the model renders a held-out subject
+    torch.testing.assert_close(initial_codes(model), trained_codes(model).mean(dim=0))  # no scans: the mean
+
+
+def test_without_encoder_the_start_is_the_mean_code_and_the_prior_its_spread(tiny_encoder_model):
+    model = tiny_encoder_model(encoder=type(tiny_encoder_model().config.encoder)(enabled="off"))
+    assert model.encoder is None
+    torch.testing.assert_close(initial_codes(model, _scans_of(model, 0)), model.subject_codes.weight.mean(dim=0))
+    mean, variance = code_prior(model)
+    torch.testing.assert_close(mean, model.subject_codes.weight.mean(dim=0))
+    assert variance >= model.config.code_init_std**2
+
+
+def test_the_one_subject_copy_renders_its_code_like_the_model_renders_that_subject(tiny_encoder_model):
+    model = tiny_encoder_model().eval()
+    copy = single_subject_model(model, trained_codes(model)[2]).eval()
+    assert copy.encoder is None and copy.num_subjects == 1 and not hasattr(copy, "encoder_scans")
+    with torch.no_grad():
+        expected = model(_rays(subject=2))
+        got = copy(_rays())
+    torch.testing.assert_close(got["rgb"], expected["rgb"])
+    assert "scan" not in got
+    assert model.encoder is not None  # the original is untouched
