@@ -19,7 +19,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-views", type=int, default=10, help="held-out views scored per subject (of 57)")
     parser.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 16, 30], help="subject counts timed")
     parser.add_argument("--scaling-steps", type=int, default=20, help="timed steps per subject count")
+    parser.add_argument("--parts", nargs="+", default=["ablation", "scaling"], choices=["ablation", "scaling"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_out/encoder"))
     parser.add_argument("--scaling-worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -105,6 +105,14 @@ def ablation(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def peak_resident_mib() -> float:
+    """This process's peak resident memory (Linux ``VmHWM``; unlike ``ru_maxrss`` it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def scaling_worker(args: argparse.Namespace) -> None:
     """Runs in its own process: time per step and peak memory with ``args.scaling_worker`` subjects."""
     count = args.scaling_worker
@@ -121,7 +129,7 @@ def scaling_worker(args: argparse.Namespace) -> None:
         "subjects": count,
         "seconds_per_step": (session.train_seconds - warm_seconds) / args.scaling_steps,
         "cpu_seconds_per_step": (time.process_time() - process_start) / args.scaling_steps,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_resident_mib(),
         "code_table_parameters": model.subject_codes.weight.numel(),
         "encoder_input_mib": model.encoder_scans.numel() * model.encoder_scans.element_size() / 2**20,
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
@@ -165,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not 1 <= args.train_subjects < args.subjects:
         raise SystemExit(f"--train-subjects must be in 1..{args.subjects - 1} (some subjects must be held out)")
-    ablation_results = ablation(args)
-    scaling_results = scaling(args)
+    ablation_results = ablation(args) if "ablation" in args.parts else []
+    scaling_results = scaling(args) if "scaling" in args.parts else []
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         "scaling": scaling_results,
     }
     print("\n" + tables(ablation_results, scaling_results))
-    path = args.out / "encoder.json"
+    path = args.out / f"encoder_{'_'.join(args.parts)}.json"
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(report, indent=2))
     temporary.replace(path)
