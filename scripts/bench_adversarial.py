@@ -10,6 +10,7 @@ Arms (``--arms``):
 - ``mse``: ``lambda_adv = 0``, no EMA: today's training, the reference.
 - ``mse+ema``: the same with the EMA the adversarial arms are evaluated with (separates the two effects).
 - ``adv=L``: ``lambda_adv = L`` with the shipped adversarial settings (EMA 0.999 with warm-up, hinge, R1).
+- ``adv=L/noema``: the same without the EMA (the adversarial term alone against ``mse``).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
     .venv/bin/python scripts/bench_adversarial.py --arms mse mse+ema adv=0.001 adv=0.01 adv=0.1
@@ -37,7 +38,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
     parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
-    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema, adv=LAMBDA")
+    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema, adv=LAMBDA[/noema]")
     parser.add_argument("--image-size", type=int, default=64, help="view size in pixels")
     parser.add_argument("--steps", type=int, default=200, help="training steps per arm")
     parser.add_argument("--loss", default="hinge", choices=["hinge", "non_saturating"])
@@ -54,8 +55,10 @@ def arm_settings(arm: str) -> tuple[float, bool]:
     if arm == "mse+ema":
         return 0.0, True
     if arm.startswith("adv="):
-        return float(arm.removeprefix("adv=")), True
-    raise SystemExit(f"unknown arm {arm!r}: expected mse, mse+ema or adv=LAMBDA")
+        value, _, suffix = arm.removeprefix("adv=").partition("/")
+        if suffix in ("", "noema"):
+            return float(value), suffix != "noema"
+    raise SystemExit(f"unknown arm {arm!r}: expected mse, mse+ema, adv=LAMBDA or adv=LAMBDA/noema")
 
 
 def benchmark_arm(arm: str, args: argparse.Namespace, extractor: InceptionFeatures, real: dict) -> dict:
