@@ -34,7 +34,7 @@ def test_reconstruct_from_a_scan_writes_views_volume_and_scores(from_scan, phant
     assert (from_scan / "brain.stl").is_file() and (from_scan / "tumour.ply").is_file()
 
     report = json.loads((from_scan / "scores.json").read_text())
-    assert report["view_index"] == 18 and not report["seen_in_training"]
+    assert report["view_indices"] == [18] and not report["seen_in_training"]
     assert report["mse_last_step"] < report["mse_first_step"] / 2 and report["settings"]["finetune_field"]
     fitted, baseline = report["scores"], report["baseline_scores"]
     assert fitted["views"] == baseline["views"] == 71
@@ -55,7 +55,17 @@ def test_reconstruct_from_a_png_and_its_angle(trained_phantom_run, from_scan, tm
     volume = nib.load(out / "reconstruction.nii.gz")
     assert volume.shape == (24, 24, 24) and np.asarray(volume.dataobj).max() > 0.1
     report = json.loads((out / "scores.json").read_text())
-    assert report["view_index"] == 5 and report["scores"] == {} and not report["settings"]["finetune_field"]
+    assert report["view_indices"] == [5] and report["scores"] == {} and not report["settings"]["finetune_field"]
+
+
+def test_reconstruct_refines_on_several_views_of_a_scan_and_scores_the_rest(trained_phantom_run, phantom_root, tmp_path):
+    out = tmp_path / "three"
+    reconstruct_main(["--load-config", str(trained_phantom_run), "--volume", str(phantom_root / UNSEEN),
+                      "--azimuth-deg", "0", "125", "250", "--steps", "6", "--rays-per-step", "128",
+                      "--no-baseline", "--out", str(out)])  # fmt: skip
+    report = json.loads((out / "scores.json").read_text())
+    assert report["view_indices"] == [0, 25, 50] and report["scores"]["views"] == 69
+    assert report["baseline_scores"] == {}
 
 
 def test_reconstruct_rejects_bad_input(trained_phantom_run, phantom_root, tmp_path, capsys):
@@ -79,6 +89,8 @@ def test_reconstruct_rejects_bad_input(trained_phantom_run, phantom_root, tmp_pa
     (tmp_path / "text.png").write_text("not an image")
     assert "cannot read the view" in error_of(*config, "--view", str(tmp_path / "text.png"), "--azimuth-deg", "0")
     assert "exactly one of --view" in error_of(*config, "--azimuth-deg", "0")
+    assert "give one --azimuth-deg" in error_of(*config, "--view", str(right_size), "--azimuth-deg", "0", "5")
+    assert "repeats an angle" in error_of(*config, "--volume", str(phantom_root / UNSEEN), "--azimuth-deg", "5", "5")
     assert "exactly one of --view" in error_of(*config, "--view", str(right_size), "--volume",
                                                str(phantom_root / UNSEEN), "--azimuth-deg", "0")
 

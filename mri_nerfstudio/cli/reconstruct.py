@@ -28,7 +28,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tyro
@@ -46,8 +46,10 @@ class ReconstructCommand:
 
     load_config: Path
     """The trained run's config.yml (as for ns-eval)."""
-    azimuth_deg: float
-    """Azimuth of the given view, degrees: one of the run's orbit angles (0, 5, ..., 355 by default)."""
+    azimuth_deg: Tuple[float, ...]
+    """Azimuth of the given view, degrees: one of the run's orbit angles (0, 5, ..., 355 by default). With
+    --volume, several angles fit the code to several of the scan's views (e.g. its 15 training-view angles
+    0 25 50 ... 350: a held-out subject refined on its training views); the other views are scored."""
     view: Optional[Path] = None
     """The view: an 8-bit PNG of the run's view size (grey, or RGB read as grey). Exclusive with --volume."""
     volume: Optional[Path] = None
@@ -112,6 +114,10 @@ def check_arguments(command: ReconstructCommand) -> None:
         raise MRIInputError("give exactly one of --view (a PNG) and --volume (a scan)")
     if command.volume is not None and not command.volume.exists():
         raise MRIInputError("no such scan; expected a NIfTI / NRRD / MHA file or a BraTS subject folder", command.volume)
+    if command.view is not None and len(command.azimuth_deg) != 1:
+        raise MRIInputError(f"--view is one PNG: give one --azimuth-deg, got {len(command.azimuth_deg)}")
+    if len(set(command.azimuth_deg)) != len(command.azimuth_deg):
+        raise MRIInputError(f"--azimuth-deg repeats an angle: {command.azimuth_deg}")
     if command.steps < 0 or command.rays_per_step < 1 or command.prior_weight < 0:
         raise MRIInputError("--steps and --prior-weight must be >= 0 and --rays-per-step >= 1")
 
@@ -142,13 +148,13 @@ def run(command: ReconstructCommand) -> dict:
     trained = load_mednerf_run(command.load_config)
     dataparser = trained.config.pipeline.datamanager.dataparser
     prepare: PrepareConfig = dataparser.prepare
-    view_index = orbit_view_index(command.azimuth_deg, prepare)
+    view_indices = [orbit_view_index(angle, prepare) for angle in command.azimuth_deg]
     if command.view is not None:
-        view, truth = read_view(command.view, prepare.image_size), None
+        view, truth = read_view(command.view, prepare.image_size)[None], None
     else:
         print(f"[mri-reconstruct] preparing {command.volume} with the run's settings", flush=True)
         truth = prepare_subject(command.volume, command.cache_dir or dataparser.cache_dir, prepare)
-        view = truth.images[view_index]
+        view = truth.images[view_indices]
     scans = None
     if truth is not None and trained.model.encoder is not None:
         scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, dataparser.encoder_grid_size)
@@ -171,9 +177,10 @@ def run(command: ReconstructCommand) -> dict:
         finetune_field=command.finetune_field,
         field_learning_rate=command.field_learning_rate,
     )
-    print(f"[mri-reconstruct] fitting to view {view_index} ({command.azimuth_deg:g} deg), {settings.steps} steps", flush=True)
+    angles = ", ".join(f"{angle:g}" for angle in command.azimuth_deg)
+    print(f"[mri-reconstruct] fitting to view(s) {view_indices} ({angles} deg), {settings.steps} steps", flush=True)
     result = reconstruct_from_view(
-        trained.model, orbit, view_index, torch.from_numpy(view), settings, truth, baseline=command.baseline, scans=scans
+        trained.model, orbit, view_indices, torch.from_numpy(view), settings, truth, baseline=command.baseline, scans=scans
     )
     out = command.out
     write_views(result.renders, out / "views")
@@ -192,8 +199,8 @@ def run(command: ReconstructCommand) -> dict:
     report = {
         "config": str(command.load_config),
         "input": str(command.view or command.volume),
-        "azimuth_deg": command.azimuth_deg,
-        "view_index": view_index,
+        "azimuth_deg": list(command.azimuth_deg),
+        "view_indices": view_indices,
         "seen_in_training": seen,
         "settings": asdict(settings),
         "start": "slice encoder's prediction from the scan" if scans is not None else "mean training code",

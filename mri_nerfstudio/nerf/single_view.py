@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,12 +104,12 @@ def single_subject_model(model, code: Tensor):
 def fit_single_view(
     model, view: Tensor, camera: Cameras, settings: SingleViewSettings, scans: EncoderInput | None = None
 ) -> tuple[object, FitHistory]:
-    """Fit a new subject to one view.
+    """Fit a new subject to one view (or to a few: each step draws its rays from the next view in turn).
 
     Args:
         model: a trained :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel` (left unchanged).
-        view: [H, W] float in [0, 1], the subject seen by ``camera``.
-        camera: one camera (nerfstudio ``Cameras`` of shape [1]) of the run's orbit.
+        view: [H, W] (or [V, H, W]) float in [0, 1], the subject seen by ``camera``.
+        camera: nerfstudio ``Cameras`` of shape [1] (or [V]) of the run's orbit.
         settings: steps, learning rates, prior.
         scans: the subject's encoder input, when known (see :func:`initial_codes`).
 
@@ -118,9 +119,12 @@ def fit_single_view(
     """
     if settings.steps < 0 or settings.rays_per_step < 1:
         raise MRIInputError(f"steps must be >= 0 and rays per step >= 1, got {settings.steps}, {settings.rays_per_step}")
-    height, width = int(camera.height), int(camera.width)
-    if tuple(view.shape) != (height, width):
-        raise MRIInputError(f"view is {tuple(view.shape)} pixels, the run's cameras are {height} x {width}")
+    views = view if view.ndim == 3 else view[None]
+    height, width = int(camera.height.flatten()[0]), int(camera.width.flatten()[0])
+    if tuple(views.shape[1:]) != (height, width) or len(views) != len(camera):
+        raise MRIInputError(
+            f"views are {tuple(views.shape)} pixels for {len(camera)} camera(s) of {height} x {width}, expected one view each"
+        )
     prior_mean, prior_variance = code_prior(model)
     fitted = single_subject_model(model, initial_codes(model, scans))
     fitted.eval()  # deterministic ray samples and no density noise: the field as it renders
@@ -132,14 +136,16 @@ def fit_single_view(
     optimizer = torch.optim.Adam(groups, eps=1e-15)
 
     device = fitted.device
-    rays = camera.to(device).generate_rays(camera_indices=0).flatten()
-    pixels = view.reshape(-1, 1).expand(-1, 3).to(device, torch.float32)
+    cameras = camera.to(device)
+    rays = [cameras.generate_rays(camera_indices=i).flatten() for i in range(len(cameras))]
+    pixels = [image.reshape(-1, 1).expand(-1, 3).to(device, torch.float32) for image in views]
     generator = torch.Generator().manual_seed(settings.seed)
     history = FitHistory()
-    for _ in range(settings.steps):
-        chosen = torch.randperm(len(pixels), generator=generator)[: settings.rays_per_step].to(device)
-        rgb = fitted(rays[chosen])["rgb"]  # forward: clips the rays to the unit sphere, then renders
-        mse = F.mse_loss(rgb, pixels[chosen])
+    for step in range(settings.steps):
+        index = step % len(rays)
+        chosen = torch.randperm(len(pixels[index]), generator=generator)[: settings.rays_per_step].to(device)
+        rgb = fitted(rays[index][chosen])["rgb"]  # forward: clips the rays to the unit sphere, then renders
+        mse = F.mse_loss(rgb, pixels[index][chosen])
         code = fitted.subject_codes.weight[0]
         prior = ((code - prior_mean.to(device)) ** 2).mean() / prior_variance
         loss = mse + settings.prior_weight * prior
@@ -181,20 +187,20 @@ class SingleViewResult:
 def reconstruct_from_view(
     model,
     orbit: Cameras,
-    view_index: int,
+    view_index: int | Sequence[int],
     view: Tensor,
     settings: SingleViewSettings,
     truth=None,
     baseline: bool = True,
     scans: EncoderInput | None = None,
 ) -> SingleViewResult:
-    """Fit a new subject to view ``view_index`` of ``orbit``, render the whole orbit and score it.
+    """Fit a new subject to view ``view_index`` of ``orbit`` (or to several), render the whole orbit and score it.
 
     Args:
         model: a trained :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel`.
         orbit: the run's N orbit cameras.
-        view_index: which camera saw ``view``.
-        view: [H, W] float in [0, 1].
+        view_index: which camera saw ``view`` (a list: which cameras saw the views, in order).
+        view: [H, W] (a list of indices: [V, H, W]) float in [0, 1].
         settings: fitting settings.
         truth: the subject's :class:`~mri_nerfstudio.prepare.PreparedSubject` (its N views and volume),
             or None when only the view is known (nothing is scored then).
@@ -205,9 +211,11 @@ def reconstruct_from_view(
     from mri_nerfstudio.metrics import view_scores
     from mri_nerfstudio.nerf.pipeline import subject_volume_scores
 
-    if not 0 <= view_index < len(orbit):
-        raise MRIInputError(f"view index must be in 0..{len(orbit) - 1}, got {view_index}")
-    fitted, history = fit_single_view(model, view, orbit[view_index : view_index + 1], settings, scans)
+    indices = [view_index] if isinstance(view_index, int) else list(view_index)
+    views = view.reshape(len(indices), *view.shape[-2:])
+    if not indices or not all(0 <= i < len(orbit) for i in indices) or len(set(indices)) != len(indices):
+        raise MRIInputError(f"view indices must be distinct, in 0..{len(orbit) - 1}, got {indices}")
+    fitted, history = fit_single_view(model, views, orbit[torch.tensor(indices)], settings, scans)
     result = SingleViewResult(model=fitted, renders=render_orbit(fitted, orbit), history=history)
     if truth is None:
         return result
@@ -216,11 +224,11 @@ def reconstruct_from_view(
         raise MRIInputError(
             f"ground-truth views are {tuple(truths.shape)}, the run renders {tuple(result.renders.shape)}", truth.directory
         )
-    others = [i for i in range(len(orbit)) if i != view_index]
+    others = [i for i in range(len(orbit)) if i not in indices]
     with_volume = model.view_mode != "mip"
 
     def scores_of(subject_model, renders: Tensor) -> dict[str, float]:
-        scores = {"input_view_psnr": view_scores(renders[view_index : view_index + 1], view[None])["psnr"]}
+        scores = {"input_view_psnr": view_scores(renders[indices], views)["psnr"]}
         scores.update(view_scores(renders[others], truths[others]))
         if with_volume:
             scores.update(subject_volume_scores(subject_model, truth, 0))
