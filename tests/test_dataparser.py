@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,14 @@ def test_subject_split_naming_a_missing_subject_is_an_error(phantom_root, parser
 def test_encoder_grid_size_must_be_a_multiple_of_8(phantom_root, tmp_path):
     with pytest.raises(MRIInputError, match="encoder_grid_size"):
         MRIDataParserConfig(data=phantom_root, cache_dir=tmp_path, encoder_grid_size=20).setup()
+
+
+def test_subjects_with_different_modality_sets_train_together_with_presence_flags(phantom_root, tmp_path):
+    root = tmp_path / "brats"
+    shutil.copytree(phantom_root, root)
+    (root / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz").unlink()
+    metadata = MRIDataParserConfig(data=root, cache_dir=tmp_path / "cache", prepare=SMALL).setup().get_dataparser_outputs(
+        "train"
+    ).metadata
+    assert metadata["encoder_present"].tolist() == [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]]
+    assert not metadata["encoder_scans"][1, 3].any() and metadata["encoder_scans"][0, 3].any()
