@@ -18,7 +18,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.viewer.utils import parse_object
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
-from nerfstudio.viewer.viewer_elements import ViewerControl
+from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerDropdown
 from PIL import Image
 
 from mri_nerfstudio.nerf.method_config import mri_mednerf
@@ -74,6 +74,12 @@ def test_viewer_camera_render_offers_the_volume_output():
 def test_the_viewer_finds_the_initial_camera_control_on_the_model():
     controls = [control for _, control in parse_object(_model(), ViewerControl, "Custom Elements")]
     assert len(controls) == 1 and isinstance(controls[0], OrbitViewerCamera)
+
+
+def test_the_viewer_finds_the_subject_and_modality_selectors_on_the_model(tiny_encoder_model):
+    dropdowns = {element.name: element for _, element in parse_object(tiny_encoder_model(), ViewerDropdown, "Custom Elements")}
+    assert dropdowns["Subject"].options == ["s0", "s1", "s2"] and dropdowns["Subject"].default_value == "s0"
+    assert dropdowns["Scan modality"].options == ["t1", "t1ce", "t2", "flair"]
 
 
 def test_orbit_position_follows_the_view_orbit():
