@@ -19,14 +19,13 @@ Arms (``--arms``):
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info, make_session
+from bench_quality import machine_info, make_session, write_json
 from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features
@@ -140,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss": args.loss,
             "results": results,
         }
-        temporary = json_path.with_suffix(".tmp")  # rewritten after every arm: a long run keeps what it has
-        temporary.write_text(json.dumps(report, indent=2))
-        temporary.replace(json_path)
+        write_json(json_path, report)  # rewritten after every arm: a long run keeps what it has
         print("\n" + table(results), flush=True)
     print(f"\nJSON: {json_path}")
 

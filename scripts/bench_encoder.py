@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from bench_quality import machine_info, write_json
 
 from mri_nerfstudio.nerf.encoder import SliceEncoderConfig
 from mri_nerfstudio.nerf.method_config import mri_mednerf
@@ -178,22 +177,14 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "load_average": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "settings": {k: str(v) for k, v in vars(args).items()},
         "ablation": ablation_results,
         "scaling": scaling_results,
     }
     print("\n" + tables(ablation_results, scaling_results))
     path = args.out / f"encoder_{'_'.join(args.parts)}.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(path)
+    write_json(path, report)
     print(f"\nJSON: {path}")
 
 

@@ -12,7 +12,6 @@ configuration per process for exact per-configuration figures; the table gives t
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import machine_info
+from bench_quality import machine_info, write_json
 from nerfstudio.data.scene_box import SceneBox
 
 from mri_nerfstudio.grids import POINTS_PER_CHUNK, VoxelGrid
@@ -83,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(),
               "points_per_chunk": args.points_per_chunk, "results": results}
     path = args.out / "export.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(path)
+    write_json(path, report)
     print(f"\nJSON: {path}")
 
 

@@ -66,6 +66,13 @@ def make_session(
     return TrainingSession(config, args.out / "runs")
 
 
+def write_json(path: Path, report: dict) -> None:
+    """``report`` as indented JSON at ``path``, written under a temporary name and then renamed."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(report, indent=2))
+    temporary.replace(path)
+
+
 def evenly_spaced(total: int, count: int) -> list[int]:
     """``count`` indices spread evenly over ``0 .. total - 1``."""
     return torch.linspace(0, total - 1, min(count, total)).round().long().tolist()
@@ -177,9 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print("\n" + table(results))
     json_path = args.out / "quality.json"
-    temporary = json_path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(json_path)
+    write_json(json_path, report)
     plot(results, args.out / "quality.png")
     print(f"\nJSON: {json_path}\nplot: {args.out / 'quality.png'}")
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info
+from bench_quality import machine_info, write_json
 
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
@@ -149,9 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print("\n" + "\n".join(lines))
     path = args.out / "single_view.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(path)
+    write_json(path, report)
     print(f"\nJSON: {path}")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import platform
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bench_quality import evenly_spaced
+from bench_quality import evenly_spaced, write_json
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.prepare import PrepareConfig
@@ -310,9 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print("\n" + table(results, rows, args.device))
     json_path = args.out / "speed.json"
-    temporary = json_path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(json_path)
+    write_json(json_path, report)
     print(f"\nJSON: {json_path}")
 
 

@@ -13,14 +13,13 @@ difference), 2 when no CUDA device is visible.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from bench_quality import evenly_spaced
+from bench_quality import evenly_spaced, write_json
 from bench_speed import CONFIGURATIONS, method_config
 from mri_nerfstudio.nerf.session import TrainingSession
 
@@ -107,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": verdict,
     }
     json_path = args.out / "gpu_check.json"
-    temporary = json_path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(json_path)
+    write_json(json_path, report)
     print(f"JSON: {json_path}")
     return 0 if verdict["ok"] else 1
 
