@@ -7,7 +7,10 @@ volume. Side by side, on the same trained model and the same views:
 
 - ``mean code``: the trivial baseline, the mean training code rendered at those poses (no fitting);
 - ``code fit``: the subject's code optimised against the one view (MSE + code prior);
-- ``code + field``: the code and the field's weights (``--finetune-field``, as MedNeRF fine-tunes).
+- ``code + field``: the code and the field's weights (``--finetune-field``, as MedNeRF fine-tunes);
+- with the slice encoder (on for two or more training subjects): ``encoder start``, the encoder's
+  prediction from the held-out subject's scans (no fitting), and ``encoder + code fit``, the code fitted
+  from there.
 
 Prints a table and writes JSON.
 
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 from bench_quality import machine_info, write_json
 
+from mri_nerfstudio.encoder_input import cached_encoder_input
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.pipeline import mean_and_std
@@ -34,7 +38,7 @@ from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from
 from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
 from mri_nerfstudio.prepare import PrepareConfig, prepare_subject
 
-VARIANTS = ("mean code", "code fit", "code + field")
+VARIANTS = ("mean code", "code fit", "code + field", "encoder start", "encoder + code fit")
 KEYS = ("psnr", "ssim", "volume_psnr", "volume_ssim", "input_view_psnr")
 
 
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     train_root, held_out = write_phantoms(args.out / "phantoms", args)
     session = train(train_root, args)
     model = session.pipeline.model
-    prepare = session.pipeline.datamanager.dataparser.config.prepare
+    dataparser_config = session.pipeline.datamanager.dataparser.config
+    prepare = dataparser_config.prepare
     held_out_scores = session.evaluate()
     print(f"trained: {session.step_count} steps, {session.train_seconds:.0f} s; training subjects' held-out views "
           f"PSNR {held_out_scores['psnr']:.2f} dB, SSIM {held_out_scores['ssim']:.3f}", flush=True)
@@ -119,21 +124,29 @@ def main(argv: list[str] | None = None) -> None:
                 row[name] = {**result.scores, "seconds": time.perf_counter() - start}
                 if result.baseline_scores:
                     row["mean code"] = result.baseline_scores
+            if model.encoder is not None:
+                scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel,
+                                             dataparser_config.encoder_grid_size)
+                start = time.perf_counter()
+                result = reconstruct_from_view(model, orbit, view_index, view, base, truth, scans=scans)
+                row["encoder + code fit"] = {**result.scores, "seconds": time.perf_counter() - start}
+                row["encoder start"] = result.baseline_scores
             print(f"{truth.name} at {azimuth:g} deg: " + ", ".join(
-                f"{name} {row[name]['psnr']:.2f} dB / {row[name]['ssim']:.3f}" for name in VARIANTS), flush=True)
+                f"{name} {row[name]['psnr']:.2f} dB / {row[name]['ssim']:.3f}" for name in VARIANTS if name in row), flush=True)
             runs.append(row)
 
     summary = {}
-    for name in VARIANTS:
+    variants_run = [name for name in VARIANTS if name in runs[0]]
+    for name in variants_run:
         summary[name] = {}
         for key in KEYS:
             summary[name][key], summary[name][f"{key}_std"] = mean_and_std([run[name][key] for run in runs])
-    header = f"{'start / fit':>14} {'PSNR 71 views':>16} {'SSIM 71 views':>16} {'volume PSNR':>14} {'volume SSIM':>12} {'input-view PSNR':>16}"
+    header = f"{'start / fit':>18} {'PSNR 71 views':>16} {'SSIM 71 views':>16} {'volume PSNR':>14} {'volume SSIM':>12} {'input-view PSNR':>16}"
     lines = [header, "-" * len(header)]
-    for name in VARIANTS:
+    for name in variants_run:
         s = summary[name]
         lines.append(
-            f"{name:>14} {s['psnr']:>8.2f} +- {s['psnr_std']:<4.2f} {s['ssim']:>8.3f} +- {s['ssim_std']:<5.3f} "
+            f"{name:>18} {s['psnr']:>8.2f} +- {s['psnr_std']:<4.2f} {s['ssim']:>8.3f} +- {s['ssim_std']:<5.3f} "
             f"{s['volume_psnr']:>14.2f} {s['volume_ssim']:>12.3f} {s['input_view_psnr']:>16.2f}"
         )
     report = {
