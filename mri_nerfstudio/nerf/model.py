@@ -164,13 +164,13 @@ class MRIMedNeRFModel(Model):
         metadata = self.kwargs.get("metadata") or {}
         self.view_mode: str = metadata.get("view_mode", "volume")
         self.density_scale = float(metadata.get("density_scale", DEFAULT_DENSITY_SCALE))
-        self.num_subjects = len(metadata.get("subject_names", ["subject"]))
+        self.subject_names = list(metadata.get("subject_names", ["subject"]))
+        self.num_subjects = len(self.subject_names)
         if self.num_subjects < 1:
             raise MRIInputError("dataparser metadata: subject_names is empty, expected at least one subject")
         if self.config.preset not in PRESETS:
             raise MRIInputError(f"model preset must be one of {tuple(PRESETS)}, got {self.config.preset!r}")
         self.preset = self.config.resolved_preset()
-        self.subject_names = list(metadata.get("subject_names", ["subject"]))
 
         self.field = ConditionalRadianceField(
             self._make_backbone(),
