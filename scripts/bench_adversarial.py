@@ -11,6 +11,7 @@ Arms (``--arms``):
 - ``mse+ema``: the same with the EMA the adversarial arms are evaluated with (separates the two effects).
 - ``adv=L``: ``lambda_adv = L`` with the shipped adversarial settings (EMA 0.999 with warm-up, hinge, R1).
 - ``adv=L/noema``: the same without the EMA (the adversarial term alone against ``mse``).
+- ``adv=L/startN``: the adversarial term only from step N on (MSE alone before), with the EMA.
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
     .venv/bin/python scripts/bench_adversarial.py --arms mse mse+ema adv=0.001 adv=0.01 adv=0.1
@@ -37,7 +38,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
     parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
-    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema, adv=LAMBDA[/noema]")
+    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema, adv=LAMBDA[/noema or /startN]")
     parser.add_argument("--image-size", type=int, default=64, help="view size in pixels")
     parser.add_argument("--steps", type=int, default=200, help="training steps per arm")
     parser.add_argument("--loss", default="hinge", choices=["hinge", "non_saturating"])
@@ -47,24 +48,27 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def arm_settings(arm: str) -> tuple[float, bool]:
-    """``(lambda_adv, EMA on)`` of an arm name."""
+def arm_settings(arm: str) -> tuple[float, bool, int]:
+    """``(lambda_adv, EMA on, first adversarial step)`` of an arm name."""
     if arm == "mse":
-        return 0.0, False
+        return 0.0, False, 0
     if arm == "mse+ema":
-        return 0.0, True
+        return 0.0, True, 0
     if arm.startswith("adv="):
         value, _, suffix = arm.removeprefix("adv=").partition("/")
         if suffix in ("", "noema"):
-            return float(value), suffix != "noema"
-    raise SystemExit(f"unknown arm {arm!r}: expected mse, mse+ema, adv=LAMBDA or adv=LAMBDA/noema")
+            return float(value), suffix != "noema", 0
+        if suffix.startswith("start") and suffix.removeprefix("start").isdigit():
+            return float(value), True, int(suffix.removeprefix("start"))
+    raise SystemExit(f"unknown arm {arm!r}: expected mse, mse+ema, adv=LAMBDA, adv=LAMBDA/noema or adv=LAMBDA/startN")
 
 
 def benchmark_arm(arm: str, args: argparse.Namespace, extractor: InceptionFeatures, real: dict) -> dict:
-    lambda_adv, ema = arm_settings(arm)
+    lambda_adv, ema, start_step = arm_settings(arm)
 
     def configure(config: TrainerConfig) -> None:
         config.pipeline.adversarial.lambda_adv = lambda_adv
+        config.pipeline.adversarial.start_step = start_step
         config.pipeline.adversarial.loss = args.loss
         config.pipeline.ema_decay = DEFAULT_EMA_DECAY if ema else 0.0
 

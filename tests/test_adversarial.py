@@ -96,6 +96,8 @@ def test_config_is_checked():
     assert not AdversarialConfig().enabled and AdversarialConfig(lambda_adv=1e-3).enabled
     with pytest.raises(MRIInputError, match="r1_interval"):
         AdversarialConfig(r1_interval=0)
+    with pytest.raises(MRIInputError, match="start_step"):
+        AdversarialConfig(start_step=-1)
     with pytest.raises(MRIInputError, match="unseen_patches_per_batch"):
         AdversarialConfig(unseen_patches_per_batch=0)
     with pytest.raises(MRIInputError, match="unseen_elevation_band_deg"):

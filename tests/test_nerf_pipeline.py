@@ -144,6 +144,18 @@ def test_adversarial_step_moves_both_sides_with_their_own_optimizers(adversarial
     assert int(pipeline.generator_ema.num_updates) == updates + 1
 
 
+def test_before_start_step_a_step_is_mse_only(adversarial_session):
+    pipeline = adversarial_session.pipeline
+    pipeline.config.adversarial.start_step = 10
+    try:
+        _, before_start, _ = pipeline.get_train_loss_dict(step=9)
+        _, from_start, _ = pipeline.get_train_loss_dict(step=10)
+    finally:
+        pipeline.config.adversarial.start_step = 0
+    assert "discriminator_loss" not in before_start and "rgb_loss" in before_start
+    assert {"discriminator_loss", "generator_adversarial_loss"} <= set(from_start)
+
+
 def test_eval_mode_renders_with_the_ema_weights(adversarial_session):
     pipeline, session = adversarial_session.pipeline, adversarial_session
     for _ in range(3):

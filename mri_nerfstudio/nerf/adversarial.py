@@ -44,6 +44,8 @@ class AdversarialConfig:
 
     lambda_adv: float = 0.0
     """Weight of the generator's adversarial loss (0: off, no discriminator is built)."""
+    start_step: int = 0
+    """Training step from which the adversarial terms are added (before it: MSE only, D untouched)."""
     lambda_mse: float = 1.0
     """Weight of the MSE term when the adversarial loss is on (generator loss = lambda_mse * MSE + lambda_adv * adv)."""
     loss: Literal["hinge", "non_saturating"] = "hinge"
@@ -81,6 +83,8 @@ class AdversarialConfig:
             )
         if self.r1_interval < 1:
             raise MRIInputError(f"adversarial: r1_interval must be >= 1, got {self.r1_interval}")
+        if self.start_step < 0:
+            raise MRIInputError(f"adversarial: start_step must be >= 0, got {self.start_step}")
         if self.unseen_patches_per_batch is not None and self.unseen_patches_per_batch < 1:
             raise MRIInputError(
                 f"adversarial: unseen_patches_per_batch must be >= 1 or None, got {self.unseen_patches_per_batch}"
