@@ -1,28 +1,33 @@
-"""MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seed; held-out PSNR, SSIM, FID, KID.
+"""MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seeds; held-out PSNR, SSIM, FID, KID.
 
 Each arm trains the shipped ``mri-mednerf`` method in-process (``bench_quality.make_session``) for the
-same number of steps, then scores every held-out view (57 unseen azimuths per subject) as ``ns-eval``
-does (pipeline eval mode, so an arm with an EMA is scored with its EMA weights). FID and KID compare the
-renders with the held-out ground truth (Inception features of the ground truth computed once).
+same number of steps, once per seed, and is scored at the ``--eval-at`` steps and at the end on every
+held-out view (57 unseen azimuths per subject) as ``ns-eval`` does (pipeline eval mode, so an arm with
+an EMA is scored with its EMA weights). FID and KID compare the renders with the held-out ground truth
+(Inception features of the ground truth computed once). With several seeds a summary gives each arm's
+mean and its paired difference from ``mse`` trained with the same seed.
 
-Arms (``--arms``):
+Arms (``--arms``): a base, then any of the ``/``-separated flags.
 
-- ``mse``: ``lambda_adv = 0``, no EMA: today's training, the reference.
-- ``mse+ema``: the same with the EMA the adversarial arms are evaluated with (separates the two effects).
+- ``mse``: ``lambda_adv = 0``, no EMA: today's training, the reference. ``mse+ema``: the same with the EMA.
 - ``adv=L``: ``lambda_adv = L`` with the shipped adversarial settings (EMA 0.999 with warm-up, hinge, R1).
-- ``adv=L/noema``: the same without the EMA (the adversarial term alone against ``mse``).
-- ``adv=L/startN``: the adversarial term only from step N on (MSE alone before), with the EMA.
+- flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before), ``ns``
+  (non-saturating loss instead of hinge), ``dec`` (discriminator decoder, MSE reconstruction),
+  ``rms`` (RMSprop instead of Adam for the generator's fields, at ``--rmsprop-lr``).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
-    .venv/bin/python scripts/bench_adversarial.py --arms mse mse+ema adv=0.001 adv=0.01 adv=0.1
+    .venv/bin/python scripts/bench_adversarial.py --arms mse adv=0.001 adv=0.01/noema adv=0.01/start1000/ns \\
+        --steps 2000 --eval-at 1000 --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -33,118 +38,215 @@ from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE
 from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY, evaluate_held_out_views
 
+METRICS = ("psnr", "ssim", "fid", "kid")
+
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
     parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
-    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema, adv=LAMBDA[/noema or /startN]")
+    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema or adv=LAMBDA, + /flags")
     parser.add_argument("--image-size", type=int, default=64, help="view size in pixels")
     parser.add_argument("--steps", type=int, default=200, help="training steps per arm")
-    parser.add_argument("--loss", default="hinge", choices=["hinge", "non_saturating"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="earlier steps to score at as well")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one training run per arm and seed")
+    parser.add_argument("--rmsprop-lr", type=float, default=None, help="generator RMSprop rate (default: the preset's)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/adversarial"), help="folder for the JSON")
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared-subject cache (default: the usual)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if any(not 0 < step < args.steps for step in args.eval_at):
+        parser.error(f"--eval-at steps must lie strictly between 0 and --steps {args.steps}")
+    return args
 
 
-def arm_settings(arm: str) -> tuple[float, bool, int]:
-    """``(lambda_adv, EMA on, first adversarial step)`` of an arm name."""
-    if arm == "mse":
-        return 0.0, False, 0
-    if arm == "mse+ema":
-        return 0.0, True, 0
-    if arm.startswith("adv="):
-        value, _, suffix = arm.removeprefix("adv=").partition("/")
-        if suffix in ("", "noema"):
-            return float(value), suffix != "noema", 0
-        if suffix.startswith("start") and suffix.removeprefix("start").isdigit():
-            return float(value), True, int(suffix.removeprefix("start"))
-    raise SystemExit(f"unknown arm {arm!r}: expected mse, mse+ema, adv=LAMBDA, adv=LAMBDA/noema or adv=LAMBDA/startN")
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of the comparison, parsed from its name (module docstring)."""
+
+    name: str
+    lambda_adv: float = 0.0
+    ema: bool = False
+    start_step: int = 0
+    loss: str = "hinge"
+    decoder: bool = False
+    rmsprop: bool = False
 
 
-def benchmark_arm(arm: str, args: argparse.Namespace, extractor: InceptionFeatures, real: dict) -> dict:
-    lambda_adv, ema, start_step = arm_settings(arm)
+def parse_arm(name: str) -> Arm:
+    base, *flags = name.split("/")
+    if base in ("mse", "mse+ema"):
+        settings: dict = {"ema": base == "mse+ema"}
+    elif base.startswith("adv="):
+        try:
+            settings = {"lambda_adv": float(base.removeprefix("adv=")), "ema": True}
+        except ValueError:
+            settings = {}
+    else:
+        settings = {}
+    for flag in flags:
+        if flag == "noema":
+            settings["ema"] = False
+        elif flag.startswith("start") and flag.removeprefix("start").isdigit():
+            settings["start_step"] = int(flag.removeprefix("start"))
+        elif flag == "ns":
+            settings["loss"] = "non_saturating"
+        elif flag == "dec":
+            settings["decoder"] = True
+        elif flag == "rms":
+            settings["rmsprop"] = True
+        else:
+            settings = {}
+            break
+    if not settings:
+        raise SystemExit(f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /ns /dec /rms")
+    return Arm(name, **settings)
+
+
+def train_and_score(
+    arm: Arm, seed: int, args: argparse.Namespace, extractor: InceptionFeatures, real: dict
+) -> list[dict]:
+    """Train ``arm`` with ``seed`` for ``args.steps`` steps; one result per scoring step."""
 
     def configure(config: TrainerConfig) -> None:
-        config.pipeline.adversarial.lambda_adv = lambda_adv
-        config.pipeline.adversarial.start_step = start_step
-        config.pipeline.adversarial.loss = args.loss
-        config.pipeline.ema_decay = DEFAULT_EMA_DECAY if ema else 0.0
+        adversarial = config.pipeline.adversarial
+        adversarial.lambda_adv, adversarial.start_step = arm.lambda_adv, arm.start_step
+        adversarial.loss, adversarial.decoder = arm.loss, arm.decoder
+        config.pipeline.ema_decay = DEFAULT_EMA_DECAY if arm.ema else 0.0
+        if arm.rmsprop:
+            optimizer = config.optimizers["fields"]["optimizer"]
+            optimizer.algorithm = "rmsprop"
+            optimizer.lr = args.rmsprop_lr or optimizer.lr
 
-    random.seed(args.seed)  # nerfstudio's CacheDataloader orders the images with Python's random
-    session = make_session(args.preset, args, configure)
+    random.seed(seed)  # nerfstudio's CacheDataloader orders the images with Python's random
+    session = make_session(args.preset, argparse.Namespace(**{**vars(args), "seed": seed}), configure)
+    results: list[dict] = []
     losses: dict[str, float] = {}
     while session.step_count < args.steps:
         losses = session.step()
-        if session.step_count % 50 == 0:
+        if session.step_count % 100 == 0:
             terms = "  ".join(f"{name} {value:.4g}" for name, value in losses.items())
-            print(f"{arm:>10} step {session.step_count:5d}  {session.train_seconds:7.1f} s  {terms}", flush=True)
-    start = time.perf_counter()
-    scores, renders = evaluate_held_out_views(session.pipeline, get_std=True)
-    if "features" not in real:
-        real["features"] = extractor(torch.stack([r.image for r in renders]).permute(0, 3, 1, 2)).cpu()
-    fake = extractor(torch.stack([r.rendering for r in renders]).permute(0, 3, 1, 2)).cpu()
-    set_scores = fid_kid_from_features(real["features"], fake, kid_subsets=100, kid_subset_size=len(renders))
-    return {
-        "arm": arm,
-        "lambda_adv": lambda_adv,
-        "ema": ema,
-        "steps": session.step_count,
-        "train_seconds": session.train_seconds,
-        "seconds_per_step": session.train_seconds / max(session.step_count, 1),
-        "eval_seconds": time.perf_counter() - start,
-        "held_out_views": len(renders),
-        "psnr": scores["psnr"],
-        "psnr_std": scores["psnr_std"],
-        "ssim": scores["ssim"],
-        "ssim_std": scores["ssim_std"],
-        **set_scores,
-        "last_losses": losses,
-    }
+            print(f"{arm.name:>12} seed {seed} step {session.step_count:5d}  {session.train_seconds:7.1f} s  {terms}", flush=True)
+        if session.step_count in args.eval_at or session.step_count == args.steps:
+            start = time.perf_counter()
+            scores, renders = evaluate_held_out_views(session.pipeline, get_std=True)
+            if "features" not in real:
+                real["features"] = extractor(torch.stack([r.image for r in renders]).permute(0, 3, 1, 2)).cpu()
+            fake = extractor(torch.stack([r.rendering for r in renders]).permute(0, 3, 1, 2)).cpu()
+            set_scores = fid_kid_from_features(real["features"], fake, kid_subsets=100, kid_subset_size=len(renders))
+            results.append(
+                {
+                    "arm": arm.name,
+                    "settings": asdict(arm),
+                    "seed": seed,
+                    "steps": session.step_count,
+                    "train_seconds": session.train_seconds,
+                    "seconds_per_step": session.train_seconds / session.step_count,
+                    "eval_seconds": time.perf_counter() - start,
+                    "held_out_views": len(renders),
+                    "psnr": scores["psnr"],
+                    "psnr_std": scores["psnr_std"],
+                    "ssim": scores["ssim"],
+                    "ssim_std": scores["ssim_std"],
+                    **set_scores,
+                    "last_losses": losses,
+                }
+            )
+    return results
+
+
+def reference_of(result: dict, results: list[dict]) -> dict | None:
+    """The ``mse`` result with the same seed and steps as ``result`` (None if there is none yet)."""
+    return next(
+        (r for r in results if r["arm"] == "mse" and r["seed"] == result["seed"] and r["steps"] == result["steps"]),
+        None,
+    )
 
 
 def table(results: list[dict]) -> str:
+    """Every (arm, seed, steps) result, with PSNR and seconds per step relative to ``mse`` of the same run."""
     header = (
-        f"{'arm':>10} {'steps':>6} {'s/step':>7} {'x mse':>6} {'PSNR dB':>15} {'dPSNR':>6} "
-        f"{'SSIM':>15} {'FID':>7} {'KID':>16}"
+        f"{'arm':>22} {'seed':>4} {'steps':>6} {'s/step':>7} {'x mse':>6} {'PSNR dB':>15} {'dPSNR':>6} "
+        f"{'SSIM':>7} {'FID':>7} {'KID':>7}"
     )
     lines = [header, "-" * len(header)]
-    reference = next((r for r in results if r["arm"] == "mse"), results[0])
     for r in results:
+        reference = reference_of(r, results) or r
         lines.append(
-            f"{r['arm']:>10} {r['steps']:>6} {r['seconds_per_step']:>7.3f} "
+            f"{r['arm']:>22} {r['seed']:>4} {r['steps']:>6} {r['seconds_per_step']:>7.3f} "
             f"{r['seconds_per_step'] / reference['seconds_per_step']:>6.2f} "
             f"{r['psnr']:>7.2f} +- {r['psnr_std']:<4.2f} {r['psnr'] - reference['psnr']:>+6.2f} "
-            f"{r['ssim']:>7.3f} +- {r['ssim_std']:<5.3f} {r['fid']:>7.2f} {r['kid']:>7.4f} +- {r['kid_std']:<6.4f}"
+            f"{r['ssim']:>7.3f} {r['fid']:>7.2f} {r['kid']:>7.4f}"
+        )
+    return "\n".join(lines)
+
+
+def paired_summary(results: list[dict]) -> list[dict]:
+    """Per (arm, steps): the mean over seeds of each metric and of its difference from ``mse`` of the same seed."""
+    summary = []
+    for arm, steps in dict.fromkeys((r["arm"], r["steps"]) for r in results):
+        rows = [r for r in results if r["arm"] == arm and r["steps"] == steps]
+        pairs = [(r, reference_of(r, results)) for r in rows]
+        pairs = [(r, reference) for r, reference in pairs if reference is not None]
+        entry: dict = {"arm": arm, "steps": steps, "seeds": [r["seed"] for r in rows]}
+        for metric in METRICS:
+            entry[metric] = statistics.fmean(r[metric] for r in rows)
+            differences = [r[metric] - reference[metric] for r, reference in pairs]
+            entry[f"d{metric}"] = statistics.fmean(differences) if differences else None
+            entry[f"d{metric}_std"] = statistics.stdev(differences) if len(differences) > 1 else None
+        summary.append(entry)
+    return summary
+
+
+def summary_table(summary: list[dict]) -> str:
+    """Means over seeds, and paired differences from ``mse`` as mean +- std over seeds."""
+
+    def difference(entry: dict, metric: str, width: int, digits: int) -> str:
+        if entry[f"d{metric}"] is None:
+            return " " * (2 * width + 4)
+        spread = entry[f"d{metric}_std"]
+        return f"{entry[f'd{metric}']:>+{width}.{digits}f} +- " + (f"{spread:<{width}.{digits}f}" if spread is not None else " " * width)
+
+    header = (
+        f"{'arm':>22} {'steps':>6} {'seeds':>5} {'PSNR':>6} {'dPSNR':>14} {'FID':>6} {'dFID':>14} "
+        f"{'KID':>7} {'dKID':>18}"
+    )
+    lines = [header, "-" * len(header)]
+    for e in summary:
+        lines.append(
+            f"{e['arm']:>22} {e['steps']:>6} {len(e['seeds']):>5} {e['psnr']:>6.2f} {difference(e, 'psnr', 5, 2)} "
+            f"{e['fid']:>6.2f} {difference(e, 'fid', 5, 2)} {e['kid']:>7.4f} {difference(e, 'kid', 7, 4)}"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
-    for arm in args.arms:
-        arm_settings(arm)
+    arms = [parse_arm(name) for name in args.arms]
     args.out.mkdir(parents=True, exist_ok=True)
     machine_before = machine_info()
     extractor = InceptionFeatures(batch_size=16)
     real: dict = {}
     results: list[dict] = []
     json_path = args.out / "adversarial.json"
-    for arm in args.arms:
-        results.append(benchmark_arm(arm, args, extractor, real))
-        report = {
-            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": {**machine_info(), "load_average_before": machine_before["load_average"]},
-            "preset": args.preset,
-            "image_size": args.image_size,
-            "steps": args.steps,
-            "loss": args.loss,
-            "results": results,
-        }
-        write_json(json_path, report)  # rewritten after every arm: a long run keeps what it has
-        print("\n" + table(results), flush=True)
+    for seed in args.seeds:
+        for arm in arms:
+            results += train_and_score(arm, seed, args, extractor, real)
+            summary = paired_summary(results)
+            report = {
+                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "machine": {**machine_info(), "load_average_before": machine_before["load_average"]},
+                "preset": args.preset,
+                "image_size": args.image_size,
+                "steps": args.steps,
+                "seeds": args.seeds,
+                "results": results,
+                "summary": summary,
+            }
+            write_json(json_path, report)  # rewritten after every run: a long benchmark keeps what it has
+            print("\n" + table(results), flush=True)
+    print("\nMean over seeds; differences from mse of the same seed (mean +- std over seeds):")
+    print(summary_table(summary))
     print(f"\nJSON: {json_path}")
 
 

@@ -17,25 +17,15 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal, Optional, Tuple, Type
+from typing import Iterator, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from nerfstudio.engine.optimizers import OptimizerConfig
 from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.discriminator import PATCH_AUGMENTATIONS, PatchDiscriminator
-
-
-@dataclass
-class RMSpropOptimizerConfig(OptimizerConfig):
-    """RMSprop (MedNeRF / GRAF's optimizer for both networks), as a nerfstudio optimizer config."""
-
-    _target: Type = torch.optim.RMSprop
-    alpha: float = 0.99
-    """Smoothing constant of the squared-gradient average."""
 
 
 @dataclass

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from mri_nerfstudio.nerf.adversarial import RMSpropOptimizerConfig
 from mri_nerfstudio.nerf.datamanager import MRIDataManagerConfig
 from mri_nerfstudio.nerf.dataparser import MRIDataParserConfig
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
+from mri_nerfstudio.nerf.optimizers import RMSpropOptimizerConfig, SwitchableOptimizerConfig
 from mri_nerfstudio.nerf.pipeline import MRIPipelineConfig
 
 CUDA = torch.cuda.is_available()
@@ -50,12 +49,16 @@ mri_mednerf = MethodSpecification(
             model=MRIMedNeRFModelConfig(preset=PRESET),
         ),
         optimizers={
-            "fields": {"optimizer": AdamOptimizerConfig(lr=FIELD_LEARNING_RATE[PRESET], eps=1e-15), "scheduler": None},
-            "codes": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
+            # Adam by default; MedNeRF's generator optimizer with --optimizers.fields.optimizer.algorithm rmsprop.
+            "fields": {
+                "optimizer": SwitchableOptimizerConfig(lr=FIELD_LEARNING_RATE[PRESET], eps=1e-15),
+                "scheduler": None,
+            },
+            "codes": {"optimizer": SwitchableOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
             # Used only with the adversarial loss (--pipeline.adversarial.lambda-adv > 0); MedNeRF's D optimizer.
             "discriminator": {"optimizer": RMSpropOptimizerConfig(lr=1e-4), "scheduler": None},
             # Used only when the slice encoder is on (two or more subjects, or --pipeline.model.encoder.enabled on).
-            "encoder": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
+            "encoder": {"optimizer": SwitchableOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
         },
         vis="viewer",
     ),

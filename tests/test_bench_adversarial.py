@@ -1,0 +1,45 @@
+"""scripts/bench_adversarial.py's helpers: arm names and the paired summary over seeds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_adversarial  # noqa: E402
+
+
+def test_arm_names_combine_flags():
+    arm = bench_adversarial.parse_arm("adv=0.01/start500/ns/dec/noema/rms")
+    assert (arm.lambda_adv, arm.ema, arm.start_step, arm.loss, arm.decoder, arm.rmsprop) == (
+        0.01, False, 500, "non_saturating", True, True
+    )  # fmt: skip
+    assert bench_adversarial.parse_arm("adv=0.001").ema and bench_adversarial.parse_arm("adv=0.001").loss == "hinge"
+    assert bench_adversarial.parse_arm("mse").lambda_adv == 0 and not bench_adversarial.parse_arm("mse").ema
+    assert bench_adversarial.parse_arm("mse+ema").ema and bench_adversarial.parse_arm("mse/rms").rmsprop
+
+
+@pytest.mark.parametrize("name", ["gan", "adv=x", "adv=0.1/fast", "mse/startx"])
+def test_unknown_arms_are_refused(name):
+    with pytest.raises(SystemExit, match="unknown arm"):
+        bench_adversarial.parse_arm(name)
+
+
+def _result(arm: str, seed: int, psnr: float, fid: float) -> dict:
+    return {"arm": arm, "seed": seed, "steps": 100, "psnr": psnr, "ssim": 0.9, "fid": fid, "kid": fid / 1000}
+
+
+def test_paired_summary_differences_are_per_seed():
+    results = [
+        _result("mse", 0, 30.0, 50.0), _result("adv", 0, 29.0, 45.0),
+        _result("mse", 1, 34.0, 60.0), _result("adv", 1, 33.5, 57.0),
+    ]  # fmt: skip
+    summary = {entry["arm"]: entry for entry in bench_adversarial.paired_summary(results)}
+    adv = summary["adv"]
+    assert adv["seeds"] == [0, 1]
+    assert adv["psnr"] == pytest.approx(31.25) and adv["fid"] == pytest.approx(51.0)
+    assert adv["dpsnr"] == pytest.approx(-0.75) and adv["dfid"] == pytest.approx(-4.0)
+    assert adv["dfid_std"] == pytest.approx(1.4142135, rel=1e-6)
+    assert summary["mse"]["dfid"] == 0 and "adv" in bench_adversarial.summary_table(list(summary.values()))

@@ -1,0 +1,49 @@
+"""Optimizer configs: the generator's algorithm is a command-line switch (Adam or MedNeRF's RMSprop)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import tyro
+from nerfstudio.engine.trainer import TrainerConfig
+
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.nerf.method_config import mri_mednerf
+from mri_nerfstudio.nerf.optimizers import RMSpropOptimizerConfig, SwitchableOptimizerConfig
+
+
+def _parameters() -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(torch.zeros(3))]
+
+
+def test_switchable_config_builds_adam_or_rmsprop_with_its_settings():
+    adam = SwitchableOptimizerConfig(lr=2e-2, eps=1e-15).setup(_parameters())
+    assert type(adam) is torch.optim.Adam
+    assert adam.param_groups[0]["lr"] == 2e-2 and adam.param_groups[0]["eps"] == 1e-15
+    rmsprop = SwitchableOptimizerConfig(algorithm="rmsprop", lr=5e-4, alpha=0.9).setup(_parameters())
+    assert type(rmsprop) is torch.optim.RMSprop
+    assert rmsprop.param_groups[0]["lr"] == 5e-4 and rmsprop.param_groups[0]["alpha"] == 0.9
+    assert rmsprop.param_groups[0]["momentum"] == 0
+
+
+def test_unknown_algorithm_is_a_clear_error():
+    with pytest.raises(MRIInputError, match="'adam' or 'rmsprop', got 'sgd'"):
+        SwitchableOptimizerConfig(algorithm="sgd").setup(_parameters())  # type: ignore[arg-type]
+
+
+def test_discriminator_config_is_rmsprop():
+    assert type(RMSpropOptimizerConfig(lr=1e-4).setup(_parameters())) is torch.optim.RMSprop
+
+
+def test_ns_train_switches_the_generator_to_rmsprop_from_the_command_line():
+    groups = mri_mednerf.config.optimizers
+    for group in ("fields", "codes", "encoder"):
+        assert groups[group]["optimizer"].algorithm == "adam"
+    arguments = ["--optimizers.fields.optimizer.algorithm", "rmsprop", "--optimizers.fields.optimizer.lr", "5e-4"]
+    config = tyro.cli(TrainerConfig, default=copy.deepcopy(mri_mednerf.config), args=arguments)
+    optimizer = config.optimizers["fields"]["optimizer"]
+    assert optimizer.algorithm == "rmsprop" and optimizer.lr == 5e-4
+    assert type(optimizer.setup(_parameters())) is torch.optim.RMSprop
+    assert config.optimizers["codes"]["optimizer"].algorithm == "adam"
