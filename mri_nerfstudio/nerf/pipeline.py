@@ -252,7 +252,10 @@ class MRIPipeline(VanillaPipeline):
                     f"adversarial: patches of at least 8 x 8 rays are needed, got patch_size "
                     f"{self.datamanager.config.patch_size} (set --pipeline.datamanager.patch-size)"
                 )
-            self.adversarial = AdversarialPatchLoss(adversarial).to(device)
+            # The discriminator's initialisation leaves the global RNG as it was, so that with a start_step
+            # training is MSE training step for step (same ray batches) until the adversarial terms start.
+            with torch.random.fork_rng(devices=[]):
+                self.adversarial = AdversarialPatchLoss(adversarial).to(device)
         decay = config.ema_decay
         if decay is None:
             decay = DEFAULT_EMA_DECAY if adversarial.enabled else 0.0
