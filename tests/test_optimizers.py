@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import tyro
+import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.errors import MRIInputError
@@ -33,8 +34,10 @@ def test_unknown_algorithm_is_a_clear_error():
         SwitchableOptimizerConfig(algorithm="sgd").setup(_parameters())  # type: ignore[arg-type]
 
 
-def test_discriminator_config_is_rmsprop():
+def test_discriminator_config_is_rmsprop_and_old_run_configs_still_load():
     assert type(RMSpropOptimizerConfig(lr=1e-4).setup(_parameters())) is torch.optim.RMSprop
+    saved = "!!python/object:mri_nerfstudio.nerf.adversarial.RMSpropOptimizerConfig {lr: 0.0001}"
+    assert yaml.load(saved, Loader=yaml.Loader).lr == 1e-4  # as ns-eval reads a config.yml
 
 
 def test_ns_train_switches_the_generator_to_rmsprop_from_the_command_line():
