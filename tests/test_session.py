@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
 import torch
+from nerfstudio.utils.eval_utils import eval_load_checkpoint
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.session import TrainingSession
@@ -77,6 +79,53 @@ def test_resumed_adversarial_run_continues_with_identical_d_g_and_ema(
     first_rmsprop = first.trainer.optimizers.optimizers["discriminator"].state_dict()["state"]
     resumed_rmsprop = resumed.trainer.optimizers.optimizers["discriminator"].state_dict()["state"]
     assert all(torch.equal(first_rmsprop[i]["square_avg"], resumed_rmsprop[i]["square_avg"]) for i in first_rmsprop)
+
+
+def _model_weights(pipeline) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in pipeline.model.named_parameters()}
+
+
+def test_a_loaded_run_evaluates_with_its_ema_weights(tiny_method_config, phantom_subject_dir, tmp_path):
+    """As ns-eval / ns-render / mri-export load a run: eval mode first, then the checkpoint."""
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.pipeline.ema_decay = 0.999
+    session = TrainingSession(config, tmp_path / "run")
+    for _ in range(3):
+        session.step()
+    checkpoint_dir = session.save_checkpoint()
+    trained = _model_weights(session.pipeline)
+    session.pipeline.eval()
+    averaged = _model_weights(session.pipeline)
+    assert any(not torch.equal(trained[name], averaged[name]) for name in trained)
+
+    loaded_config = copy.deepcopy(session.trainer.config)
+    loaded_config.load_dir = checkpoint_dir
+    pipeline = loaded_config.pipeline.setup(device="cpu", test_mode="test")
+    pipeline.eval()
+    eval_load_checkpoint(loaded_config, pipeline)
+    assert all(torch.equal(p.detach(), averaged[name]) for name, p in pipeline.model.named_parameters())
+    pipeline.train()
+    assert all(torch.equal(p.detach(), trained[name]) for name, p in pipeline.model.named_parameters())
+
+
+def test_a_checkpoint_without_ema_starts_the_average_at_its_weights(tiny_method_config, phantom_subject_dir, tmp_path):
+    """A run trained with --pipeline.ema-decay 0, loaded with the EMA on: eval uses the trained weights."""
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.pipeline.ema_decay = 0.0
+    session = TrainingSession(config, tmp_path / "run")
+    for _ in range(2):
+        session.step()
+    checkpoint_dir = session.save_checkpoint()
+    trained = _model_weights(session.pipeline)
+
+    loaded_config = copy.deepcopy(session.trainer.config)
+    loaded_config.load_dir = checkpoint_dir
+    loaded_config.pipeline.ema_decay = 0.999
+    pipeline = loaded_config.pipeline.setup(device="cpu", test_mode="test")
+    pipeline.eval()
+    eval_load_checkpoint(loaded_config, pipeline)
+    assert pipeline.generator_ema is not None and int(pipeline.generator_ema.num_updates) == 0
+    assert all(torch.equal(p.detach(), trained[name]) for name, p in pipeline.model.named_parameters())
 
 
 def test_save_checkpoint_needs_a_step(session):

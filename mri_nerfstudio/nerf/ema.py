@@ -59,6 +59,15 @@ class ExponentialMovingAverage(nn.Module):
         self.num_updates += 1
 
     @torch.no_grad()
+    def restart(self) -> None:
+        """Start the average again at the network's current parameters (n = 0); not while applied."""
+        if self.applied:
+            raise MRIInputError("EMA: restart() while the averages are applied; call apply(False) first")
+        for (_, parameter), average in zip(self._tracked, self.averages().values()):
+            average.copy_(parameter.detach())
+        self.num_updates.zero_()
+
+    @torch.no_grad()
     def apply(self, use_average: bool) -> None:
         """Put the averages in the network's parameters (True), or the trained values back (False).
 

@@ -18,10 +18,10 @@ Training (:meth:`MRIPipeline.get_train_loss_dict`) adds, when ``adversarial.lamb
 adversarial patch loss of :mod:`mri_nerfstudio.nerf.adversarial`: real patches are the training batch's
 ground truth, fake ones its renders plus patches rendered at unseen poses of the same orbits
 (:meth:`MRIDataManager.next_unseen_pose_patches`); the discriminator is the ``discriminator`` param
-group. With ``ema_decay`` (on by default with the adversarial loss) an exponential moving average of
-the model's parameters is kept after every step and put in their place whenever the pipeline is in
-eval mode (``ns-eval``, ``ns-render``, the Trainer's evaluations; the live viewer during training
-shows the trained weights). With ``lambda_adv = 0`` and no EMA, training is nerfstudio's own.
+group. With ``ema_decay`` (0.999 by default) an exponential moving average of the model's parameters
+is kept after every step and put in their place whenever the pipeline is in eval mode (``ns-eval``,
+``ns-render``, ``mri-export``, the Trainer's evaluations; the live viewer during training shows the
+trained weights). The EMA never changes training: with ``lambda_adv = 0``, training is nerfstudio's own.
 
 Every held-out view is rendered once: nerfstudio's loop renders and scores it, and
 :func:`recording_held_out_renders` keeps an 8-bit copy of each ground truth and render on the way.
@@ -32,7 +32,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Optional, Type
+from typing import Any, Iterator, Literal, Mapping, Optional, Type
 
 import numpy as np
 import torch
@@ -204,6 +204,9 @@ def mean_and_std(values: list[float]) -> tuple[float, float]:
     return float(tensor.mean()), float(tensor.std()) if len(values) > 1 else 0.0
 
 
+DEFAULT_EMA_DECAY = 0.999
+
+
 @dataclass
 class MRIPipelineConfig(VanillaPipelineConfig):
     """nerfstudio's pipeline, with FID / KID and volume fidelity in its evaluation (``ns-eval``)."""
@@ -221,12 +224,10 @@ class MRIPipelineConfig(VanillaPipelineConfig):
     """Images per Inception forward pass."""
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The adversarial patch loss (lambda_adv = 0: plain MSE training)."""
-    ema_decay: Optional[float] = None
-    """Largest decay of the EMA of the model used in eval mode (0: no EMA; None: 0.999 with the adversarial
-    loss, none without it)."""
-
-
-DEFAULT_EMA_DECAY = 0.999
+    ema_decay: Optional[float] = DEFAULT_EMA_DECAY
+    """Largest decay of the EMA of the model used in eval mode (0: none). Held-out views gain 0.8 dB and
+    2 FID at 1,000 steps (BENCHMARKS.md). None, in run configs saved before it was the default: 0.999 with
+    the adversarial loss, none without it."""
 
 
 class MRIPipeline(VanillaPipeline):
@@ -268,6 +269,23 @@ class MRIPipeline(VanillaPipeline):
         if ema is not None:
             ema.apply(use_average=not mode)
         return self
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: Optional[bool] = None):
+        """nerfstudio's loading, keeping the EMA consistent with the pipeline's mode.
+
+        ``ns-eval`` (``eval_setup``) puts the pipeline in eval mode *before* it loads the checkpoint, which
+        holds the trained weights and their averages; the averages are put back in place afterwards. A
+        checkpoint without averages (trained with ``ema_decay = 0``) starts the average at its weights.
+        """
+        ema = self.generator_ema
+        if ema is not None:
+            ema.applied = False  # both the parameters and the averages are about to be overwritten
+        super().load_state_dict(state_dict, strict)
+        if ema is None:
+            return
+        if not any(key.startswith("generator_ema.") for key in state_dict):
+            ema.restart()
+        ema.apply(use_average=not self.training)
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
         groups = super().get_param_groups()
