@@ -225,9 +225,9 @@ class MRIPipelineConfig(VanillaPipelineConfig):
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The adversarial patch loss (lambda_adv = 0: plain MSE training)."""
     ema_decay: Optional[float] = DEFAULT_EMA_DECAY
-    """Largest decay of the EMA of the model used in eval mode (0: none). Held-out views gain 0.8 dB and
-    2 FID at 1,000 steps (BENCHMARKS.md). None, in run configs saved before it was the default: 0.999 with
-    the adversarial loss, none without it."""
+    """Largest decay of the EMA of the model used in eval mode (0: none). Held-out views gain 1.1 dB and
+    9 FID at 1,000 steps (128 px, BENCHMARKS.md). None, in run configs saved before it was the default:
+    0.999 with the adversarial loss, none without it."""
 
 
 class MRIPipeline(VanillaPipeline):
