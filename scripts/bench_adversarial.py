@@ -9,7 +9,8 @@ mean and its paired difference from ``mse`` trained with the same seed.
 
 Arms (``--arms``): a base, then any of the ``/``-separated flags.
 
-- ``mse``: ``lambda_adv = 0``, no EMA: today's training, the reference. ``mse+ema``: the same with the EMA.
+- ``mse``: ``lambda_adv = 0`` without the EMA, the reference. ``mse+ema``: the same with the EMA (the
+  shipped default since 2026-11-30).
 - ``adv=L``: ``lambda_adv = L`` with the shipped adversarial settings (EMA 0.999 with warm-up, hinge, R1).
 - flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before), ``ns``
   (non-saturating loss instead of hinge), ``dec`` (discriminator decoder, MSE reconstruction),
@@ -98,7 +99,9 @@ def parse_arm(name: str) -> Arm:
             settings = {}
             break
     if not settings:
-        raise SystemExit(f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /ns /dec /rms")
+        raise SystemExit(
+            f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /ns /dec /rms"
+        )
     return Arm(name, **settings)
 
 
@@ -125,7 +128,8 @@ def train_and_score(
         losses = session.step()
         if session.step_count % 100 == 0:
             terms = "  ".join(f"{name} {value:.4g}" for name, value in losses.items())
-            print(f"{arm.name:>12} seed {seed} step {session.step_count:5d}  {session.train_seconds:7.1f} s  {terms}", flush=True)
+            progress = f"seed {seed} step {session.step_count:5d}  {session.train_seconds:7.1f} s"
+            print(f"{arm.name:>12} {progress}  {terms}", flush=True)
         if session.step_count in args.eval_at or session.step_count == args.steps:
             start = time.perf_counter()
             scores, renders = evaluate_held_out_views(session.pipeline, get_std=True)
@@ -204,7 +208,8 @@ def summary_table(summary: list[dict]) -> str:
         if entry[f"d{metric}"] is None:
             return " " * (2 * width + 4)
         spread = entry[f"d{metric}_std"]
-        return f"{entry[f'd{metric}']:>+{width}.{digits}f} +- " + (f"{spread:<{width}.{digits}f}" if spread is not None else " " * width)
+        spread_text = f"{spread:<{width}.{digits}f}" if spread is not None else " " * width
+        return f"{entry[f'd{metric}']:>+{width}.{digits}f} +- {spread_text}"
 
     header = (
         f"{'arm':>22} {'steps':>6} {'seeds':>5} {'PSNR':>6} {'dPSNR':>14} {'FID':>6} {'dFID':>14} "
