@@ -125,7 +125,9 @@ def test_a_checkpoint_without_ema_starts_the_average_at_its_weights(tiny_method_
     pipeline.eval()
     eval_load_checkpoint(loaded_config, pipeline)
     assert pipeline.generator_ema is not None and int(pipeline.generator_ema.num_updates) == 0
-    assert all(torch.equal(p.detach(), trained[name]) for name, p in pipeline.model.named_parameters())
+    for mode in ("eval", "train", "eval"):  # the average and the trained weights are both the checkpoint's
+        pipeline.train(mode == "train")
+        assert all(torch.equal(p.detach(), trained[name]) for name, p in pipeline.model.named_parameters())
 
 
 def test_save_checkpoint_needs_a_step(session):
