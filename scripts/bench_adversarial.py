@@ -74,6 +74,9 @@ class Arm:
 
 
 def parse_arm(name: str) -> Arm:
+    unknown = SystemExit(
+        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /ns /dec /rms"
+    )
     base, *flags = name.split("/")
     if base in ("mse", "mse+ema"):
         settings: dict = {"ema": base == "mse+ema"}
@@ -81,9 +84,9 @@ def parse_arm(name: str) -> Arm:
         try:
             settings = {"lambda_adv": float(base.removeprefix("adv=")), "ema": True}
         except ValueError:
-            settings = {}
+            raise unknown from None
     else:
-        settings = {}
+        raise unknown
     for flag in flags:
         if flag == "noema":
             settings["ema"] = False
@@ -96,12 +99,7 @@ def parse_arm(name: str) -> Arm:
         elif flag == "rms":
             settings["rmsprop"] = True
         else:
-            settings = {}
-            break
-    if not settings:
-        raise SystemExit(
-            f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /ns /dec /rms"
-        )
+            raise unknown
     return Arm(name, **settings)
 
 

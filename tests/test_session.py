@@ -85,24 +85,35 @@ def _model_weights(pipeline) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in pipeline.model.named_parameters()}
 
 
-def test_a_loaded_run_evaluates_with_its_ema_weights(tiny_method_config, phantom_subject_dir, tmp_path):
-    """As ns-eval / ns-render / mri-export load a run: eval mode first, then the checkpoint."""
-    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
-    config.pipeline.ema_decay = 0.999
-    session = TrainingSession(config, tmp_path / "run")
-    for _ in range(3):
+def _trained_and_loaded(config, steps: int, root, load_ema_decay: float):
+    """Train ``steps`` steps and checkpoint; load the checkpoint as ns-eval / ns-render / mri-export do
+    (``eval_setup``: eval mode first, then the checkpoint) with ``load_ema_decay``.
+
+    Returns:
+        (the training session, the loaded pipeline, in eval mode).
+    """
+    session = TrainingSession(config, root / "run")
+    for _ in range(steps):
         session.step()
     checkpoint_dir = session.save_checkpoint()
+    loaded_config = copy.deepcopy(session.trainer.config)
+    loaded_config.load_dir = checkpoint_dir
+    loaded_config.pipeline.ema_decay = load_ema_decay
+    pipeline = loaded_config.pipeline.setup(device="cpu", test_mode="test")
+    pipeline.eval()
+    eval_load_checkpoint(loaded_config, pipeline)
+    return session, pipeline
+
+
+def test_a_loaded_run_evaluates_with_its_ema_weights(tiny_method_config, phantom_subject_dir, tmp_path):
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.pipeline.ema_decay = 0.999
+    session, pipeline = _trained_and_loaded(config, 3, tmp_path, load_ema_decay=0.999)
     trained = _model_weights(session.pipeline)
     session.pipeline.eval()
     averaged = _model_weights(session.pipeline)
     assert any(not torch.equal(trained[name], averaged[name]) for name in trained)
 
-    loaded_config = copy.deepcopy(session.trainer.config)
-    loaded_config.load_dir = checkpoint_dir
-    pipeline = loaded_config.pipeline.setup(device="cpu", test_mode="test")
-    pipeline.eval()
-    eval_load_checkpoint(loaded_config, pipeline)
     assert all(torch.equal(p.detach(), averaged[name]) for name, p in pipeline.model.named_parameters())
     pipeline.train()
     assert all(torch.equal(p.detach(), trained[name]) for name, p in pipeline.model.named_parameters())
@@ -112,18 +123,9 @@ def test_a_checkpoint_without_ema_starts_the_average_at_its_weights(tiny_method_
     """A run trained with --pipeline.ema-decay 0, loaded with the EMA on: eval uses the trained weights."""
     config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
     config.pipeline.ema_decay = 0.0
-    session = TrainingSession(config, tmp_path / "run")
-    for _ in range(2):
-        session.step()
-    checkpoint_dir = session.save_checkpoint()
+    session, pipeline = _trained_and_loaded(config, 2, tmp_path, load_ema_decay=0.999)
     trained = _model_weights(session.pipeline)
 
-    loaded_config = copy.deepcopy(session.trainer.config)
-    loaded_config.load_dir = checkpoint_dir
-    loaded_config.pipeline.ema_decay = 0.999
-    pipeline = loaded_config.pipeline.setup(device="cpu", test_mode="test")
-    pipeline.eval()
-    eval_load_checkpoint(loaded_config, pipeline)
     assert pipeline.generator_ema is not None and int(pipeline.generator_ema.num_updates) == 0
     for mode in ("eval", "train", "eval"):  # the average and the trained weights are both the checkpoint's
         pipeline.train(mode == "train")

@@ -279,7 +279,7 @@ class MRIPipeline(VanillaPipeline):
         """
         ema = self.generator_ema
         if ema is not None:
-            ema.applied = False  # both the parameters and the averages are about to be overwritten
+            ema.apply(use_average=False)  # the checkpoint holds the trained weights in the parameters
         super().load_state_dict(state_dict, strict)
         if ema is None:
             return
