@@ -232,6 +232,14 @@ def test_lambda_adv_zero_is_nerfstudio_training_bit_for_bit(tiny_method_config, 
     assert all(torch.equal(our_weights[name], vanilla_weights[name]) for name in our_weights)
 
 
+@pytest.mark.parametrize("decay", [-0.5, 1.0])
+def test_ema_decay_out_of_range_is_a_clear_error(tiny_method_config, phantom_subject_dir, tmp_path, decay):
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.pipeline.ema_decay = decay
+    with pytest.raises(MRIInputError, match=r"ema_decay must be 0 \(no EMA\) or in \(0, 1\)"):
+        TrainingSession(config, tmp_path / "outputs")
+
+
 def test_adversarial_loss_needs_patches(tiny_method_config, phantom_subject_dir, tmp_path):
     config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
     config.pipeline.adversarial.lambda_adv = 1e-2

@@ -260,6 +260,8 @@ class MRIPipeline(VanillaPipeline):
         decay = config.ema_decay
         if decay is None:
             decay = DEFAULT_EMA_DECAY if adversarial.enabled else 0.0
+        if not 0 <= decay < 1:
+            raise MRIInputError(f"pipeline.ema_decay must be 0 (no EMA) or in (0, 1), got {decay}")
         self.generator_ema = ExponentialMovingAverage(self.model, decay) if decay > 0 else None
 
     def train(self, mode: bool = True) -> "MRIPipeline":
