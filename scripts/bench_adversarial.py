@@ -2,21 +2,25 @@
 
 Each arm trains the shipped ``mri-mednerf`` method in-process (``bench_quality.make_session``) for the
 same number of steps, once per seed, and is scored at the ``--eval-at`` steps and at the end on every
-held-out view (57 unseen azimuths per subject) as ``ns-eval`` does (pipeline eval mode, so an arm with
-an EMA is scored with its EMA weights). FID and KID compare the renders with the held-out ground truth
-(Inception features of the ground truth computed once). With several seeds a summary gives each arm's
-mean and its paired difference from ``mse`` trained with the same seed.
+held-out view (57 unseen azimuths per subject with the default ``--train-every 5``; fewer training
+views, e.g. ``--train-every 18`` for 4, test the sparse-view case) as ``ns-eval`` does (pipeline eval
+mode, so an arm with an EMA is scored with its EMA weights). FID and KID compare the renders with the
+held-out ground truth (Inception features of the ground truth computed once). The first arm of
+``--arms`` is the reference: every other arm is compared with it trained with the same seed, and with several seeds a summary gives each
+arm's mean and its paired difference from the reference as mean +- std over seeds.
 
 Arms (``--arms``): a base, then any of the ``/``-separated flags.
 
-- ``mse``: ``lambda_adv = 0`` without the EMA, the reference. ``mse+ema``: the same with the EMA (the
-  shipped default since 2026-11-30).
+- ``mse``: ``lambda_adv = 0`` without the EMA. ``mse+ema``: the same with the EMA (the shipped default
+  since 2026-11-30).
 - ``adv=L``: ``lambda_adv = L`` with the shipped adversarial settings (EMA 0.999 with warm-up, hinge, R1).
-- flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before), ``ns``
+- flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before), ``endN``
+  (adversarial term until step N, MSE alone after), ``ns``
   (non-saturating loss instead of hinge), ``dec`` (discriminator decoder, MSE reconstruction),
   ``rms`` (RMSprop instead of Adam for the generator's fields, at ``--rmsprop-lr``).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
+    .venv/bin/python scripts/bench_adversarial.py --arms mse+ema adv=0.01 --train-every 18 --steps 1000
     .venv/bin/python scripts/bench_adversarial.py --arms mse adv=0.001 adv=0.01/noema adv=0.01/start1000/ns \\
         --steps 2000 --eval-at 1000 --seeds 0 1 2
 """
@@ -46,8 +50,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
     parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
-    parser.add_argument("--arms", nargs="+", default=["mse", "adv=0.01"], help="mse, mse+ema or adv=LAMBDA, + /flags")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["mse+ema", "adv=0.01"],
+        help="mse, mse+ema or adv=LAMBDA, + /flags; the first is the reference",
+    )
     parser.add_argument("--image-size", type=int, default=64, help="view size in pixels")
+    parser.add_argument(
+        "--train-every", type=int, default=5, help="view i is a training view when i %% N == 0 (5: 15 of 72 views)"
+    )
     parser.add_argument("--steps", type=int, default=200, help="training steps per arm")
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="earlier steps to score at as well")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one training run per arm and seed")
@@ -68,6 +80,7 @@ class Arm:
     lambda_adv: float = 0.0
     ema: bool = False
     start_step: int = 0
+    end_step: int | None = None
     loss: str = "hinge"
     decoder: bool = False
     rmsprop: bool = False
@@ -75,7 +88,7 @@ class Arm:
 
 def parse_arm(name: str) -> Arm:
     unknown = SystemExit(
-        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /ns /dec /rms"
+        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /endN /ns /dec /rms"
     )
     base, *flags = name.split("/")
     if base in ("mse", "mse+ema"):
@@ -92,6 +105,8 @@ def parse_arm(name: str) -> Arm:
             settings["ema"] = False
         elif flag.startswith("start") and flag.removeprefix("start").isdigit():
             settings["start_step"] = int(flag.removeprefix("start"))
+        elif flag.startswith("end") and flag.removeprefix("end").isdigit():
+            settings["end_step"] = int(flag.removeprefix("end"))
         elif flag == "ns":
             settings["loss"] = "non_saturating"
         elif flag == "dec":
@@ -109,8 +124,10 @@ def train_and_score(
     """Train ``arm`` with ``seed`` for ``args.steps`` steps; one result per scoring step."""
 
     def configure(config: TrainerConfig) -> None:
+        config.pipeline.datamanager.dataparser.train_every = args.train_every
         adversarial = config.pipeline.adversarial
         adversarial.lambda_adv, adversarial.start_step = arm.lambda_adv, arm.start_step
+        adversarial.end_step = arm.end_step
         adversarial.loss, adversarial.decoder = arm.loss, arm.decoder
         config.pipeline.ema_decay = DEFAULT_EMA_DECAY if arm.ema else 0.0
         if arm.rmsprop:
@@ -156,43 +173,48 @@ def train_and_score(
     return results
 
 
-def reference_of(result: dict, results: list[dict]) -> dict | None:
-    """The ``mse`` result with the same seed and steps as ``result`` (None if there is none yet)."""
+def reference_of(result: dict, results: list[dict], reference: str) -> dict | None:
+    """The ``reference`` arm's result with the same seed and steps as ``result`` (None if there is none yet)."""
     return next(
-        (r for r in results if r["arm"] == "mse" and r["seed"] == result["seed"] and r["steps"] == result["steps"]),
+        (
+            r
+            for r in results
+            if r["arm"] == reference and r["seed"] == result["seed"] and r["steps"] == result["steps"]
+        ),
         None,
     )
 
 
-def table(results: list[dict]) -> str:
-    """Every (arm, seed, steps) result, with PSNR and seconds per step relative to ``mse`` of the same run."""
+def table(results: list[dict], reference: str) -> str:
+    """Every (arm, seed, steps) result, with PSNR and seconds per step relative to the ``reference`` arm's."""
     header = (
-        f"{'arm':>22} {'seed':>4} {'steps':>6} {'s/step':>7} {'x mse':>6} {'PSNR dB':>15} {'dPSNR':>6} "
+        f"{'arm':>22} {'seed':>4} {'steps':>6} {'s/step':>7} {'x ref':>6} {'PSNR dB':>15} {'dPSNR':>6} "
         f"{'SSIM':>7} {'FID':>7} {'KID':>7}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
-        reference = reference_of(r, results) or r
+        base = reference_of(r, results, reference) or r
         lines.append(
             f"{r['arm']:>22} {r['seed']:>4} {r['steps']:>6} {r['seconds_per_step']:>7.3f} "
-            f"{r['seconds_per_step'] / reference['seconds_per_step']:>6.2f} "
-            f"{r['psnr']:>7.2f} +- {r['psnr_std']:<4.2f} {r['psnr'] - reference['psnr']:>+6.2f} "
+            f"{r['seconds_per_step'] / base['seconds_per_step']:>6.2f} "
+            f"{r['psnr']:>7.2f} +- {r['psnr_std']:<4.2f} {r['psnr'] - base['psnr']:>+6.2f} "
             f"{r['ssim']:>7.3f} {r['fid']:>7.2f} {r['kid']:>7.4f}"
         )
     return "\n".join(lines)
 
 
-def paired_summary(results: list[dict]) -> list[dict]:
-    """Per (arm, steps): the mean over seeds of each metric and of its difference from ``mse`` of the same seed."""
+def paired_summary(results: list[dict], reference: str) -> list[dict]:
+    """Per (arm, steps): the mean over seeds of each metric and of its difference from the ``reference`` arm
+    trained with the same seed."""
     summary = []
     for arm, steps in dict.fromkeys((r["arm"], r["steps"]) for r in results):
         rows = [r for r in results if r["arm"] == arm and r["steps"] == steps]
-        pairs = [(r, reference_of(r, results)) for r in rows]
-        pairs = [(r, reference) for r, reference in pairs if reference is not None]
+        pairs = [(r, reference_of(r, results, reference)) for r in rows]
+        pairs = [(r, base) for r, base in pairs if base is not None]
         entry: dict = {"arm": arm, "steps": steps, "seeds": [r["seed"] for r in rows]}
         for metric in METRICS:
             entry[metric] = statistics.fmean(r[metric] for r in rows)
-            differences = [r[metric] - reference[metric] for r, reference in pairs]
+            differences = [r[metric] - base[metric] for r, base in pairs]
             entry[f"d{metric}"] = statistics.fmean(differences) if differences else None
             entry[f"d{metric}_std"] = statistics.stdev(differences) if len(differences) > 1 else None
         summary.append(entry)
@@ -200,7 +222,7 @@ def paired_summary(results: list[dict]) -> list[dict]:
 
 
 def summary_table(summary: list[dict]) -> str:
-    """Means over seeds, and paired differences from ``mse`` as mean +- std over seeds."""
+    """Means over seeds, and paired differences from the reference arm as mean +- std over seeds."""
 
     def difference(entry: dict, metric: str, width: int, digits: int) -> str:
         if entry[f"d{metric}"] is None:
@@ -234,21 +256,23 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         for arm in arms:
             results += train_and_score(arm, seed, args, extractor, real)
-            summary = paired_summary(results)
+            summary = paired_summary(results, arms[0].name)
             report = {
                 "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                 "date": time.strftime("%Y-%m-%d %H:%M"),
                 "machine": {**machine_info(), "load_average_before": machine_before["load_average"]},
                 "preset": args.preset,
                 "image_size": args.image_size,
+                "train_every": args.train_every,
+                "reference_arm": arms[0].name,
                 "steps": args.steps,
                 "seeds": args.seeds,
                 "results": results,
                 "summary": summary,
             }
             write_json(json_path, report)  # rewritten after every run: a long benchmark keeps what it has
-            print("\n" + table(results), flush=True)
-    print("\nMean over seeds; differences from mse of the same seed (mean +- std over seeds):")
+            print("\n" + table(results, arms[0].name), flush=True)
+    print(f"\nMean over seeds; differences from {arms[0].name} of the same seed (mean +- std over seeds):")
     print(summary_table(summary))
     print(f"\nJSON: {json_path}")
 

@@ -84,6 +84,12 @@ def test_each_side_gets_only_its_own_gradient(kind, decoder):
     assert all(p.requires_grad for p in discriminator_parameters)  # unfrozen after G's term
 
 
+def test_active_at_is_the_start_end_window():
+    window = AdversarialConfig(lambda_adv=1e-3, start_step=10, end_step=20)
+    assert [window.active_at(step) for step in (9, 10, 19, 20)] == [False, True, True, False]
+    assert AdversarialConfig(lambda_adv=1e-3).active_at(10**6) and not AdversarialConfig().active_at(0)
+
+
 def test_frozen_restores_the_flags():
     module = nn.Linear(2, 2)
     module.bias.requires_grad_(False)
@@ -98,6 +104,8 @@ def test_config_is_checked():
         AdversarialConfig(r1_interval=0)
     with pytest.raises(MRIInputError, match="start_step"):
         AdversarialConfig(start_step=-1)
+    with pytest.raises(MRIInputError, match="end_step must be > start_step"):
+        AdversarialConfig(start_step=100, end_step=100)
     with pytest.raises(MRIInputError, match="unseen_patches_per_batch"):
         AdversarialConfig(unseen_patches_per_batch=0)
     with pytest.raises(MRIInputError, match="unseen_elevation_band_deg"):

@@ -144,16 +144,17 @@ def test_adversarial_step_moves_both_sides_with_their_own_optimizers(adversarial
     assert int(pipeline.generator_ema.num_updates) == updates + 1
 
 
-def test_before_start_step_a_step_is_mse_only(adversarial_session):
+def test_outside_the_start_end_window_a_step_is_mse_only(adversarial_session):
     pipeline = adversarial_session.pipeline
-    pipeline.config.adversarial.start_step = 10
+    pipeline.config.adversarial.start_step, pipeline.config.adversarial.end_step = 10, 20
     try:
-        _, before_start, _ = pipeline.get_train_loss_dict(step=9)
-        _, from_start, _ = pipeline.get_train_loss_dict(step=10)
+        losses = {step: pipeline.get_train_loss_dict(step=step)[1] for step in (9, 10, 19, 20)}
     finally:
-        pipeline.config.adversarial.start_step = 0
-    assert "discriminator_loss" not in before_start and "rgb_loss" in before_start
-    assert {"discriminator_loss", "generator_adversarial_loss"} <= set(from_start)
+        pipeline.config.adversarial.start_step, pipeline.config.adversarial.end_step = 0, None
+    for step in (9, 20):
+        assert "discriminator_loss" not in losses[step] and "rgb_loss" in losses[step], step
+    for step in (10, 19):
+        assert {"discriminator_loss", "generator_adversarial_loss"} <= set(losses[step]), step
 
 
 def test_with_a_start_step_training_is_mse_training_until_it(tiny_method_config, phantom_subject_dir, tmp_path):

@@ -38,6 +38,8 @@ class AdversarialConfig:
     """Weight of the generator's adversarial loss (0: off, no discriminator is built)."""
     start_step: int = 0
     """Training step from which the adversarial terms are added (before it: MSE only, D untouched)."""
+    end_step: Optional[int] = None
+    """Training step from which they are no longer added (None: until the end); MSE alone after it."""
     lambda_mse: float = 1.0
     """Weight of the MSE term when the adversarial loss is on (generator loss = lambda_mse * MSE + lambda_adv * adv)."""
     loss: Literal["hinge", "non_saturating"] = "hinge"
@@ -67,6 +69,10 @@ class AdversarialConfig:
     def enabled(self) -> bool:
         return self.lambda_adv > 0
 
+    def active_at(self, step: int) -> bool:
+        """Whether the adversarial terms are added at training step ``step``."""
+        return self.enabled and self.start_step <= step and (self.end_step is None or step < self.end_step)
+
     def __post_init__(self) -> None:
         if self.lambda_adv < 0 or self.lambda_mse < 0 or self.r1_gamma < 0 or self.decoder_weight < 0:
             raise MRIInputError(
@@ -77,6 +83,10 @@ class AdversarialConfig:
             raise MRIInputError(f"adversarial: r1_interval must be >= 1, got {self.r1_interval}")
         if self.start_step < 0:
             raise MRIInputError(f"adversarial: start_step must be >= 0, got {self.start_step}")
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise MRIInputError(
+                f"adversarial: end_step must be > start_step ({self.start_step}) or None, got {self.end_step}"
+            )
         if self.unseen_patches_per_batch is not None and self.unseen_patches_per_batch < 1:
             raise MRIInputError(
                 f"adversarial: unseen_patches_per_batch must be >= 1 or None, got {self.unseen_patches_per_batch}"

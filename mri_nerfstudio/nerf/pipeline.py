@@ -311,7 +311,7 @@ class MRIPipeline(VanillaPipeline):
 
     def get_train_loss_dict(self, step: int):
         """nerfstudio's training step; with the adversarial loss, plus its D and G terms (module docstring)."""
-        if self.adversarial is None or step < self.config.adversarial.start_step:
+        if self.adversarial is None or not self.config.adversarial.active_at(step):
             return super().get_train_loss_dict(step)
         ray_bundle, batch = self.datamanager.next_train(step)
         model_outputs = self._model(ray_bundle)
