@@ -39,7 +39,7 @@ class AdversarialConfig:
     start_step: int = 0
     """Training step from which the adversarial terms are added (before it: MSE only, D untouched)."""
     end_step: Optional[int] = None
-    """Training step from which they are no longer added (None: until the end); MSE alone after it."""
+    """Training step from which the adversarial terms stop (None: they run to the end); MSE alone after it."""
     lambda_mse: float = 1.0
     """Weight of the MSE term when the adversarial loss is on (generator loss = lambda_mse * MSE + lambda_adv * adv)."""
     loss: Literal["hinge", "non_saturating"] = "hinge"
