@@ -6,18 +6,19 @@ held-out view (57 unseen azimuths per subject with the default ``--train-every 5
 views, e.g. ``--train-every 18`` for 4, test the sparse-view case) as ``ns-eval`` does (pipeline eval
 mode, so an arm with an EMA is scored with its EMA weights). FID and KID compare the renders with the
 held-out ground truth (Inception features of the ground truth computed once). The first arm of
-``--arms`` is the reference: every other arm is compared with it trained with the same seed, and with several seeds a summary gives each
-arm's mean and its paired difference from the reference as mean +- std over seeds.
+``--arms`` is the reference: every other arm is compared with it trained with the same seed, and with
+several seeds a summary gives each arm's mean and its paired difference from the reference as
+mean +- std over seeds.
 
 Arms (``--arms``): a base, then any of the ``/``-separated flags.
 
 - ``mse``: ``lambda_adv = 0`` without the EMA. ``mse+ema``: the same with the EMA (the shipped default
   since 2026-11-30).
 - ``adv=L``: ``lambda_adv = L`` with the shipped adversarial settings (EMA 0.999 with warm-up, hinge, R1).
-- flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before), ``endN``
-  (adversarial term until step N, MSE alone after), ``ns``
-  (non-saturating loss instead of hinge), ``dec`` (discriminator decoder, MSE reconstruction),
-  ``rms`` (RMSprop instead of Adam for the generator's fields, at ``--rmsprop-lr``).
+- flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before),
+  ``endN`` (adversarial term until step N, MSE alone after), ``ns`` (non-saturating loss instead of
+  hinge), ``dec`` (discriminator decoder, MSE reconstruction), ``rms`` (RMSprop instead of Adam for
+  the generator's fields, at ``--rmsprop-lr``).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
     .venv/bin/python scripts/bench_adversarial.py --arms mse+ema adv=0.01 --train-every 18 --steps 1000
