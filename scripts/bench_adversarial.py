@@ -18,7 +18,8 @@ Arms (``--arms``): a base, then any of the ``/``-separated flags.
 - flags: ``noema`` (no EMA), ``startN`` (adversarial term from step N on, MSE alone before),
   ``endN`` (adversarial term until step N, MSE alone after), ``ns`` (non-saturating loss instead of
   hinge), ``dec`` (discriminator decoder, MSE reconstruction), ``rms`` (RMSprop instead of Adam for
-  the generator's fields, at ``--rmsprop-lr``).
+  the generator's fields, at ``--rmsprop-lr``), ``unseenN`` (N fake patches at unseen poses per step
+  instead of as many as training patches).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
     .venv/bin/python scripts/bench_adversarial.py --arms mse+ema adv=0.01 --train-every 18 --steps 1000
@@ -85,11 +86,12 @@ class Arm:
     loss: str = "hinge"
     decoder: bool = False
     rmsprop: bool = False
+    unseen_patches: int | None = None
 
 
 def parse_arm(name: str) -> Arm:
     unknown = SystemExit(
-        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /endN /ns /dec /rms"
+        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /endN /ns /dec /rms /unseenN"
     )
     base, *flags = name.split("/")
     if base in ("mse", "mse+ema"):
@@ -114,6 +116,10 @@ def parse_arm(name: str) -> Arm:
             settings["decoder"] = True
         elif flag == "rms":
             settings["rmsprop"] = True
+        elif flag.startswith("unseen") and flag.removeprefix("unseen").isdigit():
+            settings["unseen_patches"] = int(flag.removeprefix("unseen"))
+            if settings["unseen_patches"] < 1:
+                raise unknown
         else:
             raise unknown
     return Arm(name, **settings)
@@ -130,6 +136,7 @@ def train_and_score(
         adversarial.lambda_adv, adversarial.start_step = arm.lambda_adv, arm.start_step
         adversarial.end_step = arm.end_step
         adversarial.loss, adversarial.decoder = arm.loss, arm.decoder
+        adversarial.unseen_patches_per_batch = arm.unseen_patches
         config.pipeline.ema_decay = DEFAULT_EMA_DECAY if arm.ema else 0.0
         if arm.rmsprop:
             optimizer = config.optimizers["fields"]["optimizer"]
@@ -177,11 +184,7 @@ def train_and_score(
 def reference_of(result: dict, results: list[dict], reference: str) -> dict | None:
     """The ``reference`` arm's result with the same seed and steps as ``result`` (None if there is none yet)."""
     return next(
-        (
-            r
-            for r in results
-            if r["arm"] == reference and r["seed"] == result["seed"] and r["steps"] == result["steps"]
-        ),
+        (r for r in results if r["arm"] == reference and r["seed"] == result["seed"] and r["steps"] == result["steps"]),
         None,
     )
 
