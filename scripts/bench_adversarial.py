@@ -19,8 +19,7 @@ Arms (``--arms``): a base, then any of the ``/``-separated flags.
   ``endN`` (adversarial term until step N, MSE alone after), ``ns`` (non-saturating loss instead of
   hinge), ``dec`` (discriminator decoder, MSE reconstruction), ``rms`` (RMSprop instead of Adam for
   the generator's fields, at ``--rmsprop-lr``), ``unseenN`` (N fake patches at unseen poses per step
-  instead of as many as training patches), ``warmN`` (the discriminator learns alone for the first N
-  steps of the window).
+  instead of as many as training patches).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
     .venv/bin/python scripts/bench_adversarial.py --arms mse+ema adv=0.01 --train-every 18 --steps 1000
@@ -88,13 +87,11 @@ class Arm:
     decoder: bool = False
     rmsprop: bool = False
     unseen_patches: int | None = None
-    discriminator_warmup: int = 0
 
 
 def parse_arm(name: str) -> Arm:
     unknown = SystemExit(
-        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then "
-        "/noema /startN /endN /ns /dec /rms /unseenN /warmN"
+        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /endN /ns /dec /rms /unseenN"
     )
     base, *flags = name.split("/")
     if base in ("mse", "mse+ema"):
@@ -123,8 +120,6 @@ def parse_arm(name: str) -> Arm:
             settings["unseen_patches"] = int(flag.removeprefix("unseen"))
             if settings["unseen_patches"] < 1:
                 raise unknown
-        elif flag.startswith("warm") and flag.removeprefix("warm").isdigit():
-            settings["discriminator_warmup"] = int(flag.removeprefix("warm"))
         else:
             raise unknown
     return Arm(name, **settings)
@@ -142,7 +137,6 @@ def train_and_score(
         adversarial.end_step = arm.end_step
         adversarial.loss, adversarial.decoder = arm.loss, arm.decoder
         adversarial.unseen_patches_per_batch = arm.unseen_patches
-        adversarial.discriminator_warmup_steps = arm.discriminator_warmup
         config.pipeline.ema_decay = DEFAULT_EMA_DECAY if arm.ema else 0.0
         if arm.rmsprop:
             optimizer = config.optimizers["fields"]["optimizer"]

@@ -90,22 +90,6 @@ def test_active_at_is_the_start_end_window():
     assert AdversarialConfig(lambda_adv=1e-3).active_at(10**6) and not AdversarialConfig().active_at(0)
 
 
-def test_the_generator_term_starts_after_the_discriminator_warmup():
-    window = AdversarialConfig(lambda_adv=1e-3, start_step=10, discriminator_warmup_steps=5, end_step=20)
-    assert [window.active_at(step) for step in (9, 10, 14, 15, 19, 20)] == [False, True, True, True, True, False]
-    assert [window.generator_active_at(step) for step in (9, 10, 14, 15, 19, 20)] == [
-        False, False, False, True, True, False
-    ]  # fmt: skip
-    assert AdversarialConfig(lambda_adv=1e-3, start_step=10).generator_active_at(10)
-
-
-def test_without_the_generator_only_the_discriminator_terms_are_returned():
-    torch.manual_seed(0)
-    loss = AdversarialPatchLoss(AdversarialConfig(lambda_adv=0.5, r1_interval=1))
-    terms = loss(torch.rand(2, 3, 8, 8), torch.rand(3, 3, 8, 8), step=0, with_generator=False)
-    assert set(terms) == {"discriminator_loss", "r1_penalty"}
-
-
 def test_frozen_restores_the_flags():
     module = nn.Linear(2, 2)
     module.bias.requires_grad_(False)
@@ -122,10 +106,6 @@ def test_config_is_checked():
         AdversarialConfig(start_step=-1)
     with pytest.raises(MRIInputError, match="end_step must be > start_step"):
         AdversarialConfig(start_step=100, end_step=100)
-    with pytest.raises(MRIInputError, match="discriminator_warmup_steps must be >= 0"):
-        AdversarialConfig(discriminator_warmup_steps=-1)
-    with pytest.raises(MRIInputError, match="never gets an adversarial term"):
-        AdversarialConfig(start_step=100, discriminator_warmup_steps=50, end_step=150)
     with pytest.raises(MRIInputError, match="unseen_patches_per_batch"):
         AdversarialConfig(unseen_patches_per_batch=0)
     with pytest.raises(MRIInputError, match="unseen_elevation_band_deg"):

@@ -26,7 +26,6 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.discriminator import PATCH_AUGMENTATIONS, PatchDiscriminator
-
 # Run configs (config.yml) saved before the optimizers module existed name the class here.
 from mri_nerfstudio.nerf.optimizers import RMSpropOptimizerConfig  # noqa: F401
 
@@ -41,9 +40,6 @@ class AdversarialConfig:
     """Training step from which the adversarial terms are added (before it: MSE only, D untouched)."""
     end_step: Optional[int] = None
     """Training step from which the adversarial terms stop (None: they run to the end); MSE alone after it."""
-    discriminator_warmup_steps: int = 0
-    """Steps at the start of the window in which only the discriminator learns; the generator's adversarial
-    term starts after them, so that its first gradients come from a discriminator that is no longer random."""
     lambda_mse: float = 1.0
     """Weight of the MSE term when the adversarial loss is on (generator loss = lambda_mse * MSE + lambda_adv * adv)."""
     loss: Literal["hinge", "non_saturating"] = "hinge"
@@ -77,10 +73,6 @@ class AdversarialConfig:
         """Whether the adversarial terms are added at training step ``step``."""
         return self.enabled and self.start_step <= step and (self.end_step is None or step < self.end_step)
 
-    def generator_active_at(self, step: int) -> bool:
-        """Whether the generator's adversarial term is added at ``step`` (the window after D's warm-up)."""
-        return self.active_at(step) and step >= self.start_step + self.discriminator_warmup_steps
-
     def __post_init__(self) -> None:
         if self.lambda_adv < 0 or self.lambda_mse < 0 or self.r1_gamma < 0 or self.decoder_weight < 0:
             raise MRIInputError(
@@ -94,16 +86,6 @@ class AdversarialConfig:
         if self.end_step is not None and self.end_step <= self.start_step:
             raise MRIInputError(
                 f"adversarial: end_step must be > start_step ({self.start_step}) or None, got {self.end_step}"
-            )
-        if self.discriminator_warmup_steps < 0:
-            raise MRIInputError(
-                f"adversarial: discriminator_warmup_steps must be >= 0, got {self.discriminator_warmup_steps}"
-            )
-        generator_start = self.start_step + self.discriminator_warmup_steps
-        if self.end_step is not None and self.end_step <= generator_start:
-            raise MRIInputError(
-                f"adversarial: end_step ({self.end_step}) must be after start_step + discriminator_warmup_steps "
-                f"({generator_start}), or the generator never gets an adversarial term"
             )
         if self.unseen_patches_per_batch is not None and self.unseen_patches_per_batch < 1:
             raise MRIInputError(
@@ -193,19 +175,17 @@ class AdversarialPatchLoss(nn.Module):
         self.config = config
         self.discriminator = PatchDiscriminator(config.resolution, config.channels, decoder=config.decoder)
 
-    def forward(self, real: Tensor, fake: Tensor, step: int, with_generator: bool = True) -> dict[str, Tensor]:
+    def forward(self, real: Tensor, fake: Tensor, step: int) -> dict[str, Tensor]:
         """The D and G terms of step ``step``.
 
         Args:
             real: [B_r, 3, K, K] ground-truth patches from training views, in [0, 1].
-            fake: [B_f, 3, K, K] rendered patches (training and unseen poses), attached to the generator
-                when ``with_generator``.
+            fake: [B_f, 3, K, K] rendered patches (training and unseen poses), attached to the generator.
             step: training step (decides whether the lazy R1 runs).
-            with_generator: whether to add the generator's term (False: D alone learns, as in its warm-up).
 
         Returns:
-            ``discriminator_loss``, with the generator ``generator_adversarial_loss`` (times ``lambda_adv``),
-            on R1 steps ``r1_penalty`` (times ``gamma / 2 * r1_interval``), with the decoder ``decoder_loss``.
+            ``discriminator_loss``, ``generator_adversarial_loss`` (times ``lambda_adv``), and on R1 steps
+            ``r1_penalty`` (times ``gamma / 2 * r1_interval``), with the decoder ``decoder_loss``.
         """
         config, discriminator = self.config, self.discriminator
         weights = head_weights(config.augmentation_weight, real.device)
@@ -224,8 +204,6 @@ class AdversarialPatchLoss(nn.Module):
             else:
                 reconstruction_loss = F.mse_loss(reconstruction, target)
             losses["decoder_loss"] = config.decoder_weight * reconstruction_loss
-        if not with_generator:
-            return losses
         with frozen(discriminator):
             generator_logits, _ = discriminator(fake)
         adversarial = generator_loss(generator_logits, config.loss, weights)

@@ -324,16 +324,14 @@ class MRIPipeline(VanillaPipeline):
         unseen_rays = self.datamanager.next_unseen_pose_patches(
             step, num_unseen, self.config.adversarial.unseen_elevation_band_deg
         )
-        with_generator = self.config.adversarial.generator_active_at(step)
-        with torch.set_grad_enabled(with_generator):  # D's warm-up needs no gradient through these renders
-            unseen_rgb = self._model(unseen_rays)["rgb"]
+        unseen_rgb = self._model(unseen_rays)["rgb"]
 
         def as_patches(colours: Tensor) -> Tensor:  # [P*K*K, 3] -> [P, 3, K, K]
             return colours.reshape(-1, patch_size, patch_size, 3).permute(0, 3, 1, 2)
 
         real = as_patches(batch["image"][..., :3].to(self.device))
         fake = torch.cat([as_patches(model_outputs["rgb"]), as_patches(unseen_rgb)])
-        loss_dict.update(self.adversarial(real, fake, step, with_generator))
+        loss_dict.update(self.adversarial(real, fake, step))
         return model_outputs, loss_dict, metrics_dict
 
     def get_average_eval_image_metrics(
