@@ -19,7 +19,9 @@ Arms (``--arms``): a base, then any of the ``/``-separated flags.
   ``endN`` (adversarial term until step N, MSE alone after), ``ns`` (non-saturating loss instead of
   hinge), ``dec`` (discriminator decoder, MSE reconstruction), ``rms`` (RMSprop instead of Adam for
   the generator's fields, at ``--rmsprop-lr``), ``unseenN`` (N fake patches at unseen poses per step
-  instead of as many as training patches).
+  instead of as many as training patches), ``dlrX`` (discriminator learning rate X instead of 1e-4),
+  ``patchN`` (N x N patches instead of 32 x 32: with the same 1,024 rays per step, more patches per step
+  for the discriminator; it applies to the MSE training too, so compare with ``mse+ema/patchN``).
 
     .venv/bin/python scripts/bench_adversarial.py --out bench_out/adversarial
     .venv/bin/python scripts/bench_adversarial.py --arms mse+ema adv=0.01 --train-every 18 --steps 1000
@@ -87,11 +89,14 @@ class Arm:
     decoder: bool = False
     rmsprop: bool = False
     unseen_patches: int | None = None
+    discriminator_lr: float | None = None
+    patch_size: int | None = None
 
 
 def parse_arm(name: str) -> Arm:
     unknown = SystemExit(
-        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then /noema /startN /endN /ns /dec /rms /unseenN"
+        f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then "
+        "/noema /startN /endN /ns /dec /rms /unseenN /dlrX /patchN"
     )
     base, *flags = name.split("/")
     if base in ("mse", "mse+ema"):
@@ -120,6 +125,13 @@ def parse_arm(name: str) -> Arm:
             settings["unseen_patches"] = int(flag.removeprefix("unseen"))
             if settings["unseen_patches"] < 1:
                 raise unknown
+        elif flag.startswith("dlr"):
+            try:
+                settings["discriminator_lr"] = float(flag.removeprefix("dlr"))
+            except ValueError:
+                raise unknown from None
+        elif flag.startswith("patch") and flag.removeprefix("patch").isdigit():
+            settings["patch_size"] = int(flag.removeprefix("patch"))
         else:
             raise unknown
     return Arm(name, **settings)
@@ -138,6 +150,10 @@ def train_and_score(
         adversarial.loss, adversarial.decoder = arm.loss, arm.decoder
         adversarial.unseen_patches_per_batch = arm.unseen_patches
         config.pipeline.ema_decay = DEFAULT_EMA_DECAY if arm.ema else 0.0
+        if arm.discriminator_lr is not None:
+            config.optimizers["discriminator"]["optimizer"].lr = arm.discriminator_lr
+        if arm.patch_size is not None:
+            config.pipeline.datamanager.patch_size = arm.patch_size
         if arm.rmsprop:
             optimizer = config.optimizers["fields"]["optimizer"]
             optimizer.algorithm = "rmsprop"

@@ -12,17 +12,21 @@ import bench_adversarial  # noqa: E402
 
 
 def test_arm_names_combine_flags():
-    arm = bench_adversarial.parse_arm("adv=0.01/start500/end900/ns/dec/noema/rms/unseen4")
+    arm = bench_adversarial.parse_arm("adv=0.01/start500/end900/ns/dec/noema/rms/unseen4/dlr0.001/patch16")
     assert (arm.lambda_adv, arm.ema, arm.start_step, arm.end_step, arm.loss, arm.decoder, arm.rmsprop) == (
         0.01, False, 500, 900, "non_saturating", True, True
     )  # fmt: skip
-    assert arm.unseen_patches == 4 and bench_adversarial.parse_arm("adv=0.01").unseen_patches is None
+    assert (arm.unseen_patches, arm.discriminator_lr, arm.patch_size) == (4, 0.001, 16)
+    assert bench_adversarial.parse_arm("adv=0.01").unseen_patches is None
     assert bench_adversarial.parse_arm("adv=0.001").ema and bench_adversarial.parse_arm("adv=0.001").loss == "hinge"
     assert bench_adversarial.parse_arm("mse").lambda_adv == 0 and not bench_adversarial.parse_arm("mse").ema
     assert bench_adversarial.parse_arm("mse+ema").ema and bench_adversarial.parse_arm("mse/rms").rmsprop
 
 
-@pytest.mark.parametrize("name", ["gan", "adv=x", "adv=0.1/fast", "mse/startx", "adv=0.1/end", "adv=0.1/unseen0"])
+@pytest.mark.parametrize(
+    "name",
+    ["gan", "adv=x", "adv=0.1/fast", "mse/startx", "adv=0.1/end", "adv=0.1/unseen0", "adv=0.1/dlrx", "mse/patch"],
+)
 def test_unknown_arms_are_refused(name):
     with pytest.raises(SystemExit, match="unknown arm"):
         bench_adversarial.parse_arm(name)
