@@ -130,6 +130,8 @@ def parse_arm(name: str) -> Arm:
                 settings["discriminator_lr"] = float(flag.removeprefix("dlr"))
             except ValueError:
                 raise unknown from None
+            if not settings["discriminator_lr"] > 0:
+                raise unknown
         elif flag.startswith("patch") and flag.removeprefix("patch").isdigit():
             settings["patch_size"] = int(flag.removeprefix("patch"))
         else:

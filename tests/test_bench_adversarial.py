@@ -25,7 +25,17 @@ def test_arm_names_combine_flags():
 
 @pytest.mark.parametrize(
     "name",
-    ["gan", "adv=x", "adv=0.1/fast", "mse/startx", "adv=0.1/end", "adv=0.1/unseen0", "adv=0.1/dlrx", "mse/patch"],
+    [
+        "gan",
+        "adv=x",
+        "adv=0.1/fast",
+        "mse/startx",
+        "adv=0.1/end",
+        "adv=0.1/unseen0",
+        "adv=0.1/dlrx",
+        "adv=0.1/dlr0",
+        "mse/patch",
+    ],
 )
 def test_unknown_arms_are_refused(name):
     with pytest.raises(SystemExit, match="unknown arm"):
