@@ -43,7 +43,9 @@ import torch
 from bench_quality import machine_info, make_session, write_json
 from nerfstudio.engine.trainer import TrainerConfig
 
+from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features
+from mri_nerfstudio.nerf.adversarial import AdversarialConfig
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE
 from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY, evaluate_held_out_views
 
@@ -93,6 +95,14 @@ class Arm:
     patch_size: int | None = None
 
 
+def _flag_number(flag: str, prefix: str, minimum: int = 0) -> int | None:
+    """N of a flag ``prefixN`` (decimal digits, N >= ``minimum``); None if ``flag`` is not one."""
+    digits = flag.removeprefix(prefix)
+    if flag.startswith(prefix) and digits.isdigit() and int(digits) >= minimum:
+        return int(digits)
+    return None
+
+
 def parse_arm(name: str) -> Arm:
     unknown = SystemExit(
         f"unknown arm {name!r}: expected mse, mse+ema or adv=LAMBDA, then "
@@ -111,20 +121,18 @@ def parse_arm(name: str) -> Arm:
     for flag in flags:
         if flag == "noema":
             settings["ema"] = False
-        elif flag.startswith("start") and flag.removeprefix("start").isdigit():
-            settings["start_step"] = int(flag.removeprefix("start"))
-        elif flag.startswith("end") and flag.removeprefix("end").isdigit():
-            settings["end_step"] = int(flag.removeprefix("end"))
+        elif (start := _flag_number(flag, "start")) is not None:
+            settings["start_step"] = start
+        elif (end := _flag_number(flag, "end")) is not None:
+            settings["end_step"] = end
         elif flag == "ns":
             settings["loss"] = "non_saturating"
         elif flag == "dec":
             settings["decoder"] = True
         elif flag == "rms":
             settings["rmsprop"] = True
-        elif flag.startswith("unseen") and flag.removeprefix("unseen").isdigit():
-            settings["unseen_patches"] = int(flag.removeprefix("unseen"))
-            if settings["unseen_patches"] < 1:
-                raise unknown
+        elif (unseen := _flag_number(flag, "unseen", minimum=1)) is not None:
+            settings["unseen_patches"] = unseen
         elif flag.startswith("dlr"):
             try:
                 settings["discriminator_lr"] = float(flag.removeprefix("dlr"))
@@ -132,11 +140,16 @@ def parse_arm(name: str) -> Arm:
                 raise unknown from None
             if not settings["discriminator_lr"] > 0:
                 raise unknown
-        elif flag.startswith("patch") and flag.removeprefix("patch").isdigit():
-            settings["patch_size"] = int(flag.removeprefix("patch"))
+        elif (patch := _flag_number(flag, "patch", minimum=1)) is not None:
+            settings["patch_size"] = patch
         else:
             raise unknown
-    return Arm(name, **settings)
+    arm = Arm(name, **settings)
+    try:  # the adversarial settings' own checks (e.g. end after start), before any arm trains
+        AdversarialConfig(lambda_adv=arm.lambda_adv, start_step=arm.start_step, end_step=arm.end_step, loss=arm.loss)
+    except MRIInputError as error:
+        raise SystemExit(f"arm {name!r}: {error}") from None
+    return arm
 
 
 def train_and_score(

@@ -35,11 +35,17 @@ def test_arm_names_combine_flags():
         "adv=0.1/dlrx",
         "adv=0.1/dlr0",
         "mse/patch",
+        "mse/patch0",
     ],
 )
 def test_unknown_arms_are_refused(name):
     with pytest.raises(SystemExit, match="unknown arm"):
         bench_adversarial.parse_arm(name)
+
+
+def test_an_arm_whose_window_ends_before_it_starts_is_refused_before_training():
+    with pytest.raises(SystemExit, match="end_step must be > start_step"):
+        bench_adversarial.parse_arm("adv=0.1/start500/end100")
 
 
 def _result(arm: str, seed: int, psnr: float, fid: float) -> dict:
