@@ -1,11 +1,14 @@
-"""MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seeds; held-out PSNR, SSIM, FID, KID.
+"""MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seeds; held-out PSNR, SSIM, FID, KID
+and fine detail.
 
 Each arm trains the shipped ``mri-mednerf`` method in-process (``bench_quality.make_session``) for the
 same number of steps, once per seed, and is scored at the ``--eval-at`` steps and at the end on every
 held-out view (57 unseen azimuths per subject with the default ``--train-every 5``; fewer training
 views, e.g. ``--train-every 18`` for 4, test the sparse-view case) as ``ns-eval`` does (pipeline eval
 mode, so an arm with an EMA is scored with its EMA weights). FID and KID compare the renders with the
-held-out ground truth (Inception features of the ground truth computed once). The first arm of
+held-out ground truth (Inception features of the ground truth computed once); ``detail_ratio`` and
+``detail_error`` (:func:`mri_nerfstudio.metrics.fine_detail`) say whether the renders have as much fine
+detail as the truth, and how much of it is wrong. The first arm of
 ``--arms`` is the reference: every other arm is compared with it trained with the same seed, and with
 several seeds a summary gives each arm's mean and its paired difference from the reference as
 mean +- std over seeds.
@@ -44,12 +47,12 @@ from bench_quality import machine_info, make_session, write_json
 from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features
+from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, fine_detail
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE
 from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY, evaluate_held_out_views
 
-METRICS = ("psnr", "ssim", "fid", "kid")
+METRICS = ("psnr", "ssim", "fid", "kid", "detail_ratio", "detail_error")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -191,6 +194,9 @@ def train_and_score(
                 real["features"] = extractor(torch.stack([r.image for r in renders]).permute(0, 3, 1, 2)).cpu()
             fake = extractor(torch.stack([r.rendering for r in renders]).permute(0, 3, 1, 2)).cpu()
             set_scores = fid_kid_from_features(real["features"], fake, kid_subsets=100, kid_subset_size=len(renders))
+            detail = fine_detail(
+                torch.stack([r.rendering for r in renders]).mean(-1), torch.stack([r.image for r in renders]).mean(-1)
+            )
             results.append(
                 {
                     "arm": arm.name,
@@ -206,6 +212,7 @@ def train_and_score(
                     "ssim": scores["ssim"],
                     "ssim_std": scores["ssim_std"],
                     **set_scores,
+                    **detail,
                     "last_losses": losses,
                 }
             )
@@ -224,7 +231,7 @@ def table(results: list[dict], reference: str) -> str:
     """Every (arm, seed, steps) result, with PSNR and seconds per step relative to the ``reference`` arm's."""
     header = (
         f"{'arm':>22} {'seed':>4} {'steps':>6} {'s/step':>7} {'x ref':>6} {'PSNR dB':>15} {'dPSNR':>6} "
-        f"{'SSIM':>7} {'FID':>7} {'KID':>7}"
+        f"{'SSIM':>7} {'FID':>7} {'KID':>7} {'detail':>6} {'error':>6}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -233,7 +240,7 @@ def table(results: list[dict], reference: str) -> str:
             f"{r['arm']:>22} {r['seed']:>4} {r['steps']:>6} {r['seconds_per_step']:>7.3f} "
             f"{r['seconds_per_step'] / base['seconds_per_step']:>6.2f} "
             f"{r['psnr']:>7.2f} +- {r['psnr_std']:<4.2f} {r['psnr'] - base['psnr']:>+6.2f} "
-            f"{r['ssim']:>7.3f} {r['fid']:>7.2f} {r['kid']:>7.4f}"
+            f"{r['ssim']:>7.3f} {r['fid']:>7.2f} {r['kid']:>7.4f} {r['detail_ratio']:>6.3f} {r['detail_error']:>6.3f}"
         )
     return "\n".join(lines)
 
@@ -268,13 +275,14 @@ def summary_table(summary: list[dict]) -> str:
 
     header = (
         f"{'arm':>22} {'steps':>6} {'seeds':>5} {'PSNR':>6} {'dPSNR':>14} {'FID':>6} {'dFID':>14} "
-        f"{'KID':>7} {'dKID':>18}"
+        f"{'KID':>7} {'dKID':>18} {'detail':>6} {'error':>6}"
     )
     lines = [header, "-" * len(header)]
     for e in summary:
         lines.append(
             f"{e['arm']:>22} {e['steps']:>6} {len(e['seeds']):>5} {e['psnr']:>6.2f} {difference(e, 'psnr', 5, 2)} "
-            f"{e['fid']:>6.2f} {difference(e, 'fid', 5, 2)} {e['kid']:>7.4f} {difference(e, 'kid', 7, 4)}"
+            f"{e['fid']:>6.2f} {difference(e, 'fid', 5, 2)} {e['kid']:>7.4f} {difference(e, 'kid', 7, 4)} "
+            f"{e['detail_ratio']:>6.3f} {e['detail_error']:>6.3f}"
         )
     return "\n".join(lines)
 

@@ -49,7 +49,8 @@ def test_an_arm_whose_window_ends_before_it_starts_is_refused_before_training():
 
 
 def _result(arm: str, seed: int, psnr: float, fid: float) -> dict:
-    return {"arm": arm, "seed": seed, "steps": 100, "psnr": psnr, "ssim": 0.9, "fid": fid, "kid": fid / 1000}
+    detail = {"detail_ratio": 0.8, "detail_error": 0.5}
+    return {"arm": arm, "seed": seed, "steps": 100, "psnr": psnr, "ssim": 0.9, "fid": fid, "kid": fid / 1000, **detail}
 
 
 def test_paired_summary_differences_are_per_seed_from_the_reference_arm():

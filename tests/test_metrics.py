@@ -19,6 +19,7 @@ from mri_nerfstudio.metrics import (
     InceptionFeatures,
     fid_kid,
     fid_weights_path,
+    fine_detail,
     frechet_distance,
     image_features,
     kernel_distance,
@@ -210,3 +211,20 @@ def test_view_scores_per_view_mean_and_std():
     assert view_scores(truths[:1], truths[:1])["ssim"] == pytest.approx(1.0)
     with pytest.raises(MRIInputError, match="must be"):
         view_scores(renders, truths[:2])
+
+
+def test_fine_detail_is_one_for_truth_below_for_blur_and_above_for_noise():
+    truths = brain_like_images(3, size=32)
+    blurred = torch.nn.functional.avg_pool2d(truths[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+    noisy = (truths + 0.05 * torch.randn(truths.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert fine_detail(truths, truths) == {"detail_ratio": pytest.approx(1.0), "detail_error": 0.0}
+    blur = fine_detail(blurred, truths)
+    assert blur["detail_ratio"] < 0.5 and 0 < blur["detail_error"] < 1
+    noise = fine_detail(noisy, truths)
+    assert noise["detail_ratio"] > 1 and noise["detail_error"] > blur["detail_error"]
+    flat = fine_detail(torch.full_like(truths, 0.5), truths)
+    assert flat == {"detail_ratio": 0.0, "detail_error": pytest.approx(1.0)}
+    with pytest.raises(MRIInputError, match="must be"):
+        fine_detail(truths, truths[:2])
+    with pytest.raises(MRIInputError, match="flat"):
+        fine_detail(truths, torch.zeros_like(truths))
