@@ -190,13 +190,12 @@ def train_and_score(
         if session.step_count in args.eval_at or session.step_count == args.steps:
             start = time.perf_counter()
             scores, renders = evaluate_held_out_views(session.pipeline, get_std=True)
+            renderings, truths = [r.rendering for r in renders], [r.image for r in renders]  # [H, W, 3] uint8 each
             if "features" not in real:
-                real["features"] = extractor(torch.stack([r.image for r in renders]).permute(0, 3, 1, 2)).cpu()
-            fake = extractor(torch.stack([r.rendering for r in renders]).permute(0, 3, 1, 2)).cpu()
+                real["features"] = extractor(torch.stack(truths).permute(0, 3, 1, 2)).cpu()
+            fake = extractor(torch.stack(renderings).permute(0, 3, 1, 2)).cpu()
             set_scores = fid_kid_from_features(real["features"], fake, kid_subsets=100, kid_subset_size=len(renders))
-            detail = fine_detail(
-                torch.stack([r.rendering for r in renders]).mean(-1), torch.stack([r.image for r in renders]).mean(-1)
-            )
+            detail = fine_detail(*(torch.stack(views).float().mean(-1) / 255 for views in (renderings, truths)))
             results.append(
                 {
                     "arm": arm.name,
