@@ -360,6 +360,18 @@ def volume_fidelity(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarra
     return {"volume_psnr": psnr, "volume_ssim": float(ssim_map[inside].mean())}
 
 
+def _paired_views(
+    renders: Tensor | np.ndarray, truths: Tensor | np.ndarray, what: str, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """``renders`` and ``truths`` as ``dtype`` tensors, checked to be the same non-empty [N, H, W]."""
+    renders = torch.as_tensor(np.asarray(renders), dtype=dtype)
+    truths = torch.as_tensor(np.asarray(truths), dtype=dtype)
+    if renders.ndim != 3 or renders.shape != truths.shape or len(renders) == 0:
+        shapes = f"renders {tuple(renders.shape)} and truths {tuple(truths.shape)}"
+        raise MRIInputError(f"{what}: {shapes} must be [N, H, W]")
+    return renders, truths
+
+
 def view_scores(renders: Tensor | np.ndarray, truths: Tensor | np.ndarray) -> dict[str, float]:
     """PSNR and SSIM of each rendered view against its ground truth, mean and std over views.
 
@@ -372,10 +384,7 @@ def view_scores(renders: Tensor | np.ndarray, truths: Tensor | np.ndarray) -> di
     """
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-    renders = torch.as_tensor(np.asarray(renders), dtype=torch.float32)
-    truths = torch.as_tensor(np.asarray(truths), dtype=torch.float32)
-    if renders.ndim != 3 or renders.shape != truths.shape or len(renders) == 0:
-        raise MRIInputError(f"views: renders {tuple(renders.shape)} and truths {tuple(truths.shape)} must be [N, H, W]")
+    renders, truths = _paired_views(renders, truths, "views", torch.float32)
     psnr = torch.stack(
         [peak_signal_noise_ratio(r[None, None], t[None, None], data_range=1.0) for r, t in zip(renders, truths)]
     )
@@ -399,12 +408,9 @@ def fine_detail(renders: Tensor | np.ndarray, truths: Tensor | np.ndarray) -> di
         renders: [N, H, W] float in [0, 1], H and W at least 3.
         truths: [N, H, W] float in [0, 1].
     """
-    renders = torch.as_tensor(np.asarray(renders), dtype=torch.float64)
-    truths = torch.as_tensor(np.asarray(truths), dtype=torch.float64)
-    if renders.ndim != 3 or renders.shape != truths.shape or len(renders) == 0 or min(renders.shape[1:]) < 3:
-        raise MRIInputError(
-            f"fine detail: renders {tuple(renders.shape)} and truths {tuple(truths.shape)} must be [N, H, W], H, W >= 3"
-        )
+    renders, truths = _paired_views(renders, truths, "fine detail", torch.float64)
+    if min(renders.shape[1:]) < 3:
+        raise MRIInputError(f"fine detail: views of {tuple(renders.shape[1:])} pixels, must be at least 3 x 3")
     kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
 
     def laplacian_energy(images: Tensor) -> float:

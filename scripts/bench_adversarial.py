@@ -8,10 +8,9 @@ views, e.g. ``--train-every 18`` for 4, test the sparse-view case) as ``ns-eval`
 mode, so an arm with an EMA is scored with its EMA weights). FID and KID compare the renders with the
 held-out ground truth (Inception features of the ground truth computed once); ``detail_ratio`` and
 ``detail_error`` (:func:`mri_nerfstudio.metrics.fine_detail`) say whether the renders have as much fine
-detail as the truth, and how much of it is wrong. The first arm of
-``--arms`` is the reference: every other arm is compared with it trained with the same seed, and with
-several seeds a summary gives each arm's mean and its paired difference from the reference as
-mean +- std over seeds.
+detail as the truth, and how much of it is wrong. The first arm of ``--arms`` is the reference: every
+other arm is compared with it trained with the same seed, and with several seeds a summary gives each
+arm's mean and its paired difference from the reference as mean +- std over seeds.
 
 Arms (``--arms``): a base, then any of the ``/``-separated flags.
 

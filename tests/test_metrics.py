@@ -226,5 +226,7 @@ def test_fine_detail_is_one_for_truth_below_for_blur_and_above_for_noise():
     assert flat == {"detail_ratio": 0.0, "detail_error": pytest.approx(1.0)}
     with pytest.raises(MRIInputError, match="must be"):
         fine_detail(truths, truths[:2])
+    with pytest.raises(MRIInputError, match="at least 3 x 3"):
+        fine_detail(truths[:, :2], truths[:, :2])
     with pytest.raises(MRIInputError, match="flat"):
         fine_detail(truths, torch.zeros_like(truths))
