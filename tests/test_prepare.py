@@ -94,8 +94,10 @@ def test_preprocessing_pipeline_follows_the_settings():
     def names(config: PrepareConfig) -> list[str]:
         return [step.name for step in preprocessing_pipeline(config).steps]
 
-    assert names(PrepareConfig()) == ["register_to_reference", "normalize_percentiles", "equalize_histogram"]
-    assert names(PrepareConfig(register=False, equalize=False)) == ["normalize_percentiles"]
+    assert names(PrepareConfig()) == [
+        "resample_anisotropic", "register_to_reference", "normalize_percentiles", "equalize_histogram"
+    ]
+    assert names(PrepareConfig(register=False, equalize=False)) == ["resample_anisotropic", "normalize_percentiles"]
     assert "upsample_in_plane" in names(PrepareConfig(upsample_factor=2))
     assert "resample_through_plane" in names(PrepareConfig(slice_spacing_mm=2.0))
 

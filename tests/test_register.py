@@ -126,6 +126,49 @@ def test_pyramid_skips_levels_finer_than_2mm_and_samples_enough_voxels() -> None
     assert len(RegisterToReference().pyramid(brats, (0.25, 0.25, 0.25), 0.15)) == 1  # the coarsest always runs
 
 
+@pytest.mark.parametrize(
+    ("spacing", "levels"),
+    [
+        ((1.0, 1.0, 6.5), [(1, 2.0), (1, 1.0)]),  # 4 and 2 mm levels: uniform factors would make 26 and 13 mm
+        ((6.5, 1.0, 1.0), [(1, 2.0), (1, 1.0)]),  # sagittal stack: the same
+        ((1.0, 1.0, 2.0), [(2, 2.0), (1, 1.0)]),
+        ((1.0, 1.0, 1.2), [(3, 2.0), (2, 1.0)]),
+        ((2.0, 2.0, 6.0), [(1, 2.0), (1, 1.0), (1, 0.0)]),
+    ],
+)
+def test_pyramid_keeps_the_thick_axis_near_each_levels_voxel_size(spacing, levels) -> None:
+    step = RegisterToReference()
+    found = step.pyramid((240, 240, 24), spacing, 0.15)
+    assert [(shrink, sigma) for shrink, sigma, _ in found] == levels
+    finest, coarsest = min(spacing), max(spacing)
+    intended = dict(zip(step.smoothing_sigmas_mm, step.shrink_factors))  # sigma -> level's shrink on 1 mm
+    for shrink, sigma, fraction in found:
+        level_mm = intended[sigma] * finest
+        # No axis beyond the level's voxel size by more than half its own spacing, or its own spacing.
+        assert shrink * coarsest <= max(level_mm + coarsest / 2, coarsest)
+        assert 0.0 < fraction <= 1.0
+
+
+def test_thick_sagittal_misalignment_is_recovered_within_1mm(brain) -> None:
+    """Every third sagittal slice (6 x 2 x 2 mm) of the T1 and of the moved T2-like modality."""
+    volume, truth = _misaligned_subject(brain)
+    keep = (slice(1, None, 3), slice(None), slice(None))
+    affine = volume.affine @ np.array([[3, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
+    images = {modality: array[keep] for modality, array in volume.images.items()}
+    thick = Volume("mni", images, affine, affine, images["t1"].shape, mask=volume.mask[keep])
+    assert thick.spacing == pytest.approx((6.0, 2.0, 2.0))
+
+    _, record = RegisterToReference()(thick)
+
+    estimates = record["estimates"]["t2"]
+    assert estimates["shrink_factors_run"] == [1, 1, 1]
+    assert max(max(voxel) for voxel in estimates["level_voxels_mm"]) == pytest.approx(6.0)
+    residual = transform_matrix_ras(truth) @ np.asarray(estimates["transform"]["matrix_ras"])
+    points = np.c_[np.argwhere(thick.mask), np.ones(thick.mask.sum())] @ affine.T
+    assert np.linalg.norm(points @ residual.T - points, axis=1).max() < 1.0  # measured: 0.12 mm
+    assert rotation_angle_deg(residual) < 0.5
+
+
 def test_registration_rejects_bad_parameters() -> None:
     with pytest.raises(MRIInputError, match="transform"):
         RegisterToReference(transform="bspline")
@@ -206,6 +249,19 @@ def test_isolated_slice_motion_of_the_reference_is_removed(thick_stack) -> None:
         before = dice(volume.seg[..., k] > 0, seg[..., k] > 0)
         assert dice(corrected.seg[..., k] > 0, seg[..., k] > 0) > before + 0.1
     assert corrected.seg.dtype == np.int16 and corrected.mask.dtype == bool
+
+
+def test_slice_motion_axis_follows_the_slices() -> None:
+    image = np.random.default_rng(2).random((5, 8, 8)).astype(np.float32)
+    affine = np.diag([6.0, 1.0, 1.0, 1.0])  # sagittal slices; no brain voxel, so no slice is fitted
+    volume = Volume("sagittal", {"t1": image}, affine, affine, image.shape, mask=np.zeros(image.shape, dtype=bool))
+
+    _, record = CorrectSliceMotion()(volume)
+
+    estimates = record["estimates"]
+    assert estimates["thick_axis"] == {"index": 0, "direction": "R-L", "slices": "sagittal"}
+    assert estimates["shift_axes"] == [1, 2] and len(estimates["t1"]) == 5
+    assert CorrectSliceMotion(axis=2)(volume)[1]["estimates"]["shift_axes"] == [0, 1]
 
 
 def test_compose_slice_motion_matches_sitk() -> None:

@@ -1,6 +1,6 @@
 """Ordered preprocessing steps and their provenance.
 
-``default_pipeline()`` builds register -> (slice motion) -> rescale -> normalise -> equalise;
+``default_pipeline()`` builds (slice motion) -> resample -> register -> normalise -> equalise;
 ``PreprocessPipeline.to_dict()`` gives its parameters as a stable, JSON-ready dict (for cache keys),
 and ``write_provenance`` stores the records the pipeline returns.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from mri_nerfstudio.preprocess import PreprocessStep, to_plain
 from mri_nerfstudio.preprocess.equalize import EqualizeHistogram, NormalizePercentiles
 from mri_nerfstudio.preprocess.register import CorrectSliceMotion, RegisterToReference
-from mri_nerfstudio.preprocess.rescale import ResampleThroughPlane, UpsampleInPlane
+from mri_nerfstudio.preprocess.rescale import ResampleAnisotropic, ResampleThroughPlane, UpsampleInPlane
 from mri_nerfstudio.volume import Volume
 
 
@@ -48,12 +48,19 @@ def default_pipeline(
     correct_slice_motion: bool = False,
     upsample_factor: int = 1,
     slice_spacing_mm: float | None = None,
+    resample_anisotropic: bool = True,
+    target_spacing_mm: float = 1.0,
     percentiles: tuple[float, float] = (0.5, 99.5),
     equalize: bool = True,
     levels: int = 256,
 ) -> PreprocessPipeline:
-    """The standard chain: register -> correct slice motion -> up-sample in-plane -> resample
-    through-plane -> normalise percentiles -> equalise histogram.
+    """The standard chain: correct slice motion -> resample -> register -> normalise percentiles ->
+    equalise histogram.
+
+    Resampling is either explicit (in-plane up-sampling by ``upsample_factor`` and / or
+    through-plane interpolation to ``slice_spacing_mm``) or, when neither is asked for, automatic
+    (:class:`ResampleAnisotropic`: thick-slice stacks towards ``target_spacing_mm``). Registration
+    follows it, so it works on a near-isotropic grid. Slice axes are read from the voxel spacing.
 
     Args:
         register: register every modality to the reference (mutual information).
@@ -61,19 +68,27 @@ def default_pipeline(
         correct_slice_motion: re-align slices in-plane (thick-slice stacks with motion).
         upsample_factor: in-plane bicubic up-sampling factor (1: none).
         slice_spacing_mm: through-plane spacing to interpolate to (None: keep).
+        resample_anisotropic: resample thick-slice stacks automatically when no explicit resampling
+            is asked for.
+        target_spacing_mm: voxel size (mm) the automatic resampling aims at.
         percentiles: brain-mask percentiles mapped to 0 and 1 (always applied: the views expect [0, 1]).
         equalize: histogram equalisation inside the brain mask.
         levels: grey levels of the equalisation.
     """
     steps: list[PreprocessStep] = []
-    if register:
-        steps.append(RegisterToReference(transform=registration_transform))
     if correct_slice_motion:
         steps.append(CorrectSliceMotion())
-    if upsample_factor != 1:
-        steps.append(UpsampleInPlane(factor=upsample_factor))
-    if slice_spacing_mm is not None:
-        steps.append(ResampleThroughPlane(target_spacing_mm=slice_spacing_mm))
+    if upsample_factor != 1 or slice_spacing_mm is not None:
+        if upsample_factor != 1:
+            steps.append(UpsampleInPlane(factor=upsample_factor))
+        if slice_spacing_mm is not None:
+            steps.append(ResampleThroughPlane(target_spacing_mm=slice_spacing_mm))
+    elif resample_anisotropic:
+        steps.append(ResampleAnisotropic(target_spacing_mm=target_spacing_mm))
+    # Brain masking goes here: after resampling (the mask on the final grid), before registration
+    # (which samples its metric inside the mask).
+    if register:
+        steps.append(RegisterToReference(transform=registration_transform))
     steps.append(NormalizePercentiles(low=percentiles[0], high=percentiles[1]))
     if equalize:
         steps.append(EqualizeHistogram(levels=levels))

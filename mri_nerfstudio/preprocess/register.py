@@ -8,6 +8,7 @@ can be reported in RAS mm.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -16,6 +17,7 @@ import numpy as np
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.preprocess import PreprocessStep, require_reference
+from mri_nerfstudio.preprocess.rescale import describe_axis, thick_axis
 from mri_nerfstudio.volume import Volume
 
 sitk = lazy_module("SimpleITK", "to register modalities")
@@ -131,7 +133,12 @@ class RegisterToReference(PreprocessStep):
     then resampled onto the reference grid. The label map is left as it is (BraTS segmentations are
     drawn on the reference grid).
 
-    Recorded per registered modality: the pyramid levels run, the final metric value, the
+    The pyramid's levels are meant as voxel sizes (shrink factor x finest spacing); SimpleITK
+    shrinks every axis by one factor, so on an anisotropic grid each level's factor is lowered to
+    keep the thickest axis near that size (:meth:`pyramid`).
+
+    Recorded per registered modality: the pyramid levels run (shrink factors, sampling fractions and
+    ``level_voxels_mm``, each level's voxel size per axis), the final metric value, the
     optimiser's stop condition and iterations at the last level, and the transform
     T(p) = A (p - centre) + centre + translation (``direction`` says what it maps): the angle (deg)
     of its rotation, ``translation_mm`` and ``centre_mm`` in RAS, ``matrix_ras`` [4, 4] and, when
@@ -144,6 +151,7 @@ class RegisterToReference(PreprocessStep):
     metric: Literal["mattes_mi"] = "mattes_mi"
     histogram_bins: int = 32
     shrink_factors: tuple[int, ...] = (4, 2, 1)
+    """Shrink factors of the levels on an isotropic grid, each level's voxel size over the finest spacing."""
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
     finest_level_mm: float | None = 2.0
     """Skip levels whose voxels (shrink factor x finest spacing) are smaller than this: on 1 mm data
@@ -196,6 +204,7 @@ class RegisterToReference(PreprocessStep):
         fixed_mask = to_sitk(brain.astype(np.uint8), volume.affine) if self.use_brain_mask else None
         levels = self.pyramid(volume.shape, volume.spacing, float(brain.mean()) if self.use_brain_mask else 1.0)
         images = dict(volume.images)
+        level_voxels_mm = [[shrink * s for s in volume.spacing] for shrink, _, _ in levels]
         estimates: dict[str, Any] = {}
         for modality, array in volume.images.items():
             if modality == volume.reference:
@@ -214,13 +223,25 @@ class RegisterToReference(PreprocessStep):
             )
             # B-spline interpolation overshoots at edges; keep the modality's own intensity range.
             images[modality] = np.clip(from_sitk(resampled)[0], array.min(), array.max()).astype(np.float32)
-            estimates[modality] = {**summary, "transform": _transform_record(transform, self.transform)}
+            estimates[modality] = {
+                **summary,
+                "level_voxels_mm": level_voxels_mm,
+                "transform": _transform_record(transform, self.transform),
+            }
         return volume.replace(images=images), estimates
 
     def pyramid(
         self, shape: tuple[int, ...], spacing_mm: tuple[float, ...], brain_fraction: float
     ) -> list[tuple[int, float, float]]:
         """(shrink factor, smoothing sigma mm, sampling fraction) of each level to run on a grid.
+
+        Level l is meant to have voxels of ``shrink_factors[l]`` x the finest spacing (on 1 mm data:
+        4 and 2 mm); ``finest_level_mm`` is compared with that size. SimpleITK shrinks every axis by
+        the same factor, so on an anisotropic grid the factor becomes round(shrink / (largest /
+        smallest spacing)), at least 1: the thickest axis then exceeds the level's size by at most
+        half its own spacing, or stays at its own spacing when that is coarser already (spacing
+        (1, 1, 6.5): factors 1 and 1 instead of 4 and 2, which would make 26 and 13 mm voxels).
+        Levels then differ by their smoothing only. An isotropic grid keeps ``shrink_factors``.
 
         Args:
             shape: grid size in voxels.
@@ -231,8 +252,10 @@ class RegisterToReference(PreprocessStep):
         if self.finest_level_mm is not None:
             finest = min(spacing_mm)
             levels = [level for level in levels if level[0] * finest >= self.finest_level_mm] or levels[:1]
+        _, ratio = thick_axis(spacing_mm)
         result = []
-        for shrink, sigma in levels:
+        for intended, sigma in levels:
+            shrink = max(1, min(intended, math.floor(intended / ratio + 0.5)))
             sampled_voxels = np.prod([-(-n // shrink) for n in shape]) * brain_fraction
             fraction = min(1.0, max(self.sampling_percentage, self.min_samples / sampled_voxels))
             result.append((shrink, sigma, float(fraction)))
@@ -365,8 +388,9 @@ class CorrectSliceMotion(PreprocessStep):
 
     modality: str | None = None
     """Modality to correct; ``None`` corrects all of them."""
-    axis: int = 2
-    """Slice axis of the [X, Y, Z] arrays (2: axial slices)."""
+    axis: int | None = None
+    """Slice axis of the [X, Y, Z] arrays (2: axial slices); ``None``: the volume's largest spacing
+    (:func:`~mri_nerfstudio.preprocess.rescale.thick_axis`)."""
     metric: Literal["mattes_mi", "correlation"] = "mattes_mi"
     """Metric between a slice and the reference's slice (another contrast: mutual information)."""
     reference_metric: Literal["mattes_mi", "correlation"] = "correlation"
@@ -386,8 +410,8 @@ class CorrectSliceMotion(PreprocessStep):
     (neighbouring slices differ anatomically, increasingly so the thicker they are)."""
 
     def __post_init__(self) -> None:
-        if self.axis not in (0, 1, 2):
-            raise MRIInputError(f"axis must be 0, 1 or 2, got {self.axis}")
+        if self.axis is not None and self.axis not in (0, 1, 2):
+            raise MRIInputError(f"axis must be None, 0, 1 or 2, got {self.axis}")
         for field_name in ("metric", "reference_metric"):
             if getattr(self, field_name) not in ("mattes_mi", "correlation"):
                 raise MRIInputError(
@@ -406,28 +430,30 @@ class CorrectSliceMotion(PreprocessStep):
         selected = volume.modalities if self.modality is None else [self.modality]
         # The reference goes first: it is the target of every other modality.
         order = sorted(selected, key=lambda modality: modality != volume.reference)
-        spacing = tuple(s for i, s in enumerate(volume.spacing) if i != self.axis)
-        brain_fraction = np.moveaxis(volume.brain_mask(), self.axis, -1).mean(axis=(0, 1))
+        axis = thick_axis(volume.spacing)[0] if self.axis is None else self.axis
+        spacing = tuple(s for i, s in enumerate(volume.spacing) if i != axis)
+        brain_fraction = np.moveaxis(volume.brain_mask(), axis, -1).mean(axis=(0, 1))
         has_brain = brain_fraction >= self.min_brain_fraction
 
         images, seg, mask = dict(volume.images), volume.seg, volume.mask
         estimates: dict[str, Any] = {
             "direction": "corrected slice mm -> source slice mm (corrected(p) = source(T(p)))",
-            "shift_axes": [i for i in range(3) if i != self.axis],
+            "thick_axis": describe_axis(axis),
+            "shift_axes": [i for i in range(3) if i != axis],
         }
         for modality in order:
-            stack = np.moveaxis(volume.images[modality], self.axis, -1)
+            stack = np.moveaxis(volume.images[modality], axis, -1)
             if modality == volume.reference:
                 motion = self._reference_motion(stack, has_brain, spacing)
-                seg = None if seg is None else self._move_labels(seg, motion, spacing)
-                mask = None if mask is None else self._move_labels(mask, motion, spacing)
+                seg = None if seg is None else self._move_labels(seg, motion, spacing, axis)
+                mask = None if mask is None else self._move_labels(mask, motion, spacing, axis)
             else:
-                targets = np.moveaxis(images[volume.reference], self.axis, -1)
+                targets = np.moveaxis(images[volume.reference], axis, -1)
                 min_range = FLAT_SLICE_FRACTION * min(np.ptp(stack), np.ptp(targets))
                 motion = np.zeros((stack.shape[-1], 3))
                 for k in np.flatnonzero(has_brain):
                     motion[k] = self._fit_slice(targets[..., k], stack[..., k], spacing, self.metric, min_range)
-            images[modality] = np.moveaxis(self._move_slices(stack, motion, spacing), -1, self.axis)
+            images[modality] = np.moveaxis(self._move_slices(stack, motion, spacing), -1, axis)
             estimates[modality] = [
                 {"slice": k, "skipped": not has_brain[k], "angle_deg": np.degrees(angle), "shift_mm": shift}
                 for k, (angle, *shift) in enumerate(motion)
@@ -464,10 +490,12 @@ class CorrectSliceMotion(PreprocessStep):
             result[..., k] = _resample_slice(stack[..., k], spacing, transform, interpolator)
         return result
 
-    def _move_labels(self, labels: np.ndarray, motion: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-        """:meth:`_move_slices` for a label map or mask [X, Y, Z] (nearest neighbour, dtype kept)."""
-        stack = np.moveaxis(labels, self.axis, -1)
-        return np.moveaxis(self._move_slices(stack, motion, spacing), -1, self.axis)
+    def _move_labels(
+        self, labels: np.ndarray, motion: np.ndarray, spacing: tuple[float, float], axis: int
+    ) -> np.ndarray:
+        """:meth:`_move_slices` for a label map or mask [X, Y, Z] sliced along ``axis`` (nearest, dtype kept)."""
+        stack = np.moveaxis(labels, axis, -1)
+        return np.moveaxis(self._move_slices(stack, motion, spacing), -1, axis)
 
     def _slice_method(self, metric: str) -> sitk.ImageRegistrationMethod:
         """A registration method with ``metric`` and a linear interpolator."""

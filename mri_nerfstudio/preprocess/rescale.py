@@ -1,13 +1,17 @@
 """Grid changes: in-plane bicubic up-sampling and through-plane resampling of thick-slice stacks.
 
-Both keep the pixel-centred convention: a grid of n voxels of size s covers n * s mm, and voxel
-centres move so that the physical extent (integer factors) or the centre (any spacing) is kept.
-Interpolation uses Keys' cubic convolution kernel (a = -0.5, exact for quadratics) with edges
-replicated, as in the bicubic up-sampling of the reference method.
+The slice (thick) axis is read from the voxel spacing (:func:`thick_axis`), so sagittal, coronal and
+axial stacks are handled alike on the canonical RAS grid. Every step keeps the pixel-centred
+convention: a grid of n voxels of size s covers n * s mm, and voxel centres move so that the
+physical extent (integer factors) or the centre (any spacing) is kept. Interpolation uses Keys'
+cubic convolution kernel (a = -0.5, exact for quadratics) with edges replicated, as in the bicubic
+up-sampling of the reference method.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +23,45 @@ from mri_nerfstudio.volume import Volume
 
 KEYS_A = -0.5
 """Free parameter of Keys' kernel; -0.5 makes cubic convolution third-order accurate."""
+
+SPACING_RTOL = 1e-3
+"""Voxel sizes within this relative tolerance of each other count as equal."""
+
+AXIS_ORIENTATIONS: tuple[dict[str, str], ...] = (
+    {"direction": "R-L", "slices": "sagittal"},
+    {"direction": "A-P", "slices": "coronal"},
+    {"direction": "S-I", "slices": "axial"},
+)
+"""Array axis i of the canonical RAS grid: the direction it runs along, and the slices stacked along it."""
+
+
+def thick_axis(spacing_mm: Sequence[float]) -> tuple[int, float]:
+    """The slice axis of a grid (its largest voxel size) and the grid's anisotropy.
+
+    Args:
+        spacing_mm: voxel size along the three array axes [X, Y, Z], mm.
+
+    Returns:
+        ``(axis, ratio)``: the axis with the largest spacing (among equal ones the last, so an
+        isotropic grid keeps the axial convention, axis 2) and largest / smallest spacing (>= 1).
+    """
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or not np.all(spacing > 0):
+        raise MRIInputError(f"spacing_mm: expected three finite voxel sizes > 0 mm, got {spacing_mm!r}")
+    largest = spacing.max()
+    axis = int(np.flatnonzero(spacing >= largest * (1.0 - SPACING_RTOL))[-1])
+    return axis, float(largest / spacing.min())
+
+
+def describe_axis(axis: int) -> dict[str, Any]:
+    """``{"index", "direction", "slices"}`` of a slice axis of the canonical RAS grid, for provenance."""
+    return {"index": axis, **AXIS_ORIENTATIONS[axis]}
+
+
+def in_plane_axes(axis: int) -> tuple[int, int]:
+    """The two array axes of the slices stacked along ``axis``."""
+    first, second = (i for i in range(3) if i != axis)
+    return first, second
 
 
 def keys_kernel(distance: np.ndarray, a: float = KEYS_A) -> np.ndarray:
@@ -125,29 +168,37 @@ class UpsampleInPlane(PreprocessStep):
     name = "upsample_in_plane"
 
     factor: int = 2
-    axes: tuple[int, ...] = (0, 1)
-    """In-plane axes of the [X, Y, Z] arrays (axial slices: X and Y)."""
+    axes: tuple[int, ...] | None = None
+    """Axes of the [X, Y, Z] arrays to up-sample; ``None``: the two in-plane axes of the volume's
+    slice axis (:func:`thick_axis`), e.g. X and Y for axial slices."""
 
     def __post_init__(self) -> None:
         if int(self.factor) != self.factor or self.factor < 1:
             raise MRIInputError(f"factor must be an integer >= 1, got {self.factor}")
-        if not set(self.axes) <= {0, 1, 2}:
-            raise MRIInputError(f"axes must be among 0, 1, 2, got {self.axes}")
+        if self.axes is not None and not set(self.axes) <= {0, 1, 2}:
+            raise MRIInputError(f"axes must be None or among 0, 1, 2, got {self.axes}")
 
     def apply(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
-        images = {m: upsample_bicubic(array, self.factor, self.axes) for m, array in volume.images.items()}
-        affine = upsampled_affine(volume.affine, self.factor, self.axes)
+        axes = in_plane_axes(thick_axis(volume.spacing)[0]) if self.axes is None else tuple(self.axes)
+        images = {m: upsample_bicubic(array, self.factor, axes) for m, array in volume.images.items()}
+        affine = upsampled_affine(volume.affine, self.factor, axes)
         result = volume.replace(
             images=images,
             affine=affine,
-            seg=None if volume.seg is None else self._replicate(volume.seg),
-            mask=self._replicate(volume.brain_mask()),
+            seg=None if volume.seg is None else self._replicate(volume.seg, axes),
+            mask=None if volume.mask is None else self._replicate(volume.mask, axes),
         )
-        return result, {"affine_before": volume.affine, "affine_after": affine}
+        slice_axes = set(range(3)) - set(axes)
+        return result, {
+            "axes": axes,
+            "thick_axis": describe_axis(slice_axes.pop()) if len(slice_axes) == 1 else None,
+            "affine_before": volume.affine,
+            "affine_after": affine,
+        }
 
-    def _replicate(self, labels: np.ndarray) -> np.ndarray:
+    def _replicate(self, labels: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         """Nearest-neighbour up-sampling: output voxel i' takes input voxel i' // factor."""
-        for axis in self.axes:
+        for axis in axes:
             labels = np.repeat(labels, self.factor, axis=axis)
         return labels
 
@@ -163,36 +214,113 @@ class ResampleThroughPlane(PreprocessStep):
     name = "resample_through_plane"
 
     target_spacing_mm: float = 1.0
-    axis: int = 2
-    """Slice axis of the [X, Y, Z] arrays (2: axial slices)."""
+    axis: int | None = None
+    """Slice axis of the [X, Y, Z] arrays (2: axial slices); ``None``: the volume's largest spacing
+    (:func:`thick_axis`)."""
     order: Literal["cubic", "linear"] = "cubic"
 
     def __post_init__(self) -> None:
         if not self.target_spacing_mm > 0:
             raise MRIInputError(f"target_spacing_mm must be > 0 mm, got {self.target_spacing_mm}")
-        if self.axis not in (0, 1, 2):
-            raise MRIInputError(f"axis must be 0, 1 or 2, got {self.axis}")
+        if self.axis is not None and self.axis not in (0, 1, 2):
+            raise MRIInputError(f"axis must be None, 0, 1 or 2, got {self.axis}")
         if self.order not in ("cubic", "linear"):
             raise MRIInputError(f"order must be 'cubic' or 'linear', got {self.order!r}")
 
     def apply(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
-        count = volume.shape[self.axis]
-        ratio = self.target_spacing_mm / volume.spacing[self.axis]  # new voxel size in old voxels
+        axis = thick_axis(volume.spacing)[0] if self.axis is None else self.axis
+        count = volume.shape[axis]
+        ratio = self.target_spacing_mm / volume.spacing[axis]  # new voxel size in old voxels
         new_count = max(1, int(round(count / ratio)))
         offset = (count - 1) / 2 - (new_count - 1) / 2 * ratio
         positions = offset + ratio * np.arange(new_count)
         index_map = np.eye(4)  # new voxel index -> old voxel index
-        index_map[self.axis, self.axis] = ratio
-        index_map[self.axis, 3] = offset
+        index_map[axis, axis] = ratio
+        index_map[axis, 3] = offset
         affine = volume.affine @ index_map
 
-        images = {m: interpolate_axis(a, positions, self.axis, self.order) for m, a in volume.images.items()}
-        seg = None if volume.seg is None else interpolate_axis(volume.seg, positions, self.axis, "nearest")
-        mask = interpolate_axis(volume.brain_mask(), positions, self.axis, "nearest")
+        images = {m: interpolate_axis(a, positions, axis, self.order) for m, a in volume.images.items()}
+        seg = None if volume.seg is None else interpolate_axis(volume.seg, positions, axis, "nearest")
+        mask = None if volume.mask is None else interpolate_axis(volume.mask, positions, axis, "nearest")
         result = volume.replace(images=images, affine=affine, seg=seg, mask=mask)
         return result, {
+            "thick_axis": describe_axis(axis),
             "slices_before": count,
             "slices_after": new_count,
             "affine_before": volume.affine,
             "affine_after": affine,
         }
+
+
+def upsampling_factor(spacing_mm: float, target_spacing_mm: float) -> int:
+    """Integer in-plane up-sampling factor that brings ``spacing_mm`` closest to the target (>= 1).
+
+    Rounds half up (1.5 mm to a 1 mm target: factor 2), so the factor only grows with the spacing.
+    """
+    return max(1, math.floor(spacing_mm / target_spacing_mm + 0.5))
+
+
+@dataclass(frozen=True)
+class ResampleAnisotropic(PreprocessStep):
+    """Bring a thick-slice stack towards ``target_spacing_mm``, whatever its slice axis.
+
+    When the grid's largest / smallest spacing exceeds ``min_ratio``: each in-plane axis is
+    up-sampled (bicubic, :class:`UpsampleInPlane`) by its own integer factor round(spacing /
+    target) (:func:`upsampling_factor`) when that factor is >= 2, then the slice axis is interpolated (cubic,
+    :class:`ResampleThroughPlane`) to ``target_spacing_mm`` when its slices are thicker than that.
+    In-plane spacings finer than the target are kept as they are (a 0.5 x 0.5 x 6.5 mm stack
+    becomes 0.5 x 0.5 x 1 mm, not 0.5 mm isotropic). Otherwise the volume passes unchanged.
+    The label map and brain mask follow by nearest neighbour. The decision is recorded either way.
+    """
+
+    name = "resample_anisotropic"
+
+    target_spacing_mm: float = 1.0
+    min_ratio: float = 2.0
+    """Resample only when largest / smallest spacing is above this."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.target_spacing_mm) and self.target_spacing_mm > 0):
+            raise MRIInputError(f"target_spacing_mm must be a finite size > 0 mm, got {self.target_spacing_mm}")
+        if not (math.isfinite(self.min_ratio) and self.min_ratio >= 1):
+            raise MRIInputError(f"min_ratio must be a finite spacing ratio >= 1, got {self.min_ratio}")
+
+    def apply(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
+        spacing = volume.spacing
+        axis, ratio = thick_axis(spacing)
+        axes = in_plane_axes(axis)
+        anisotropic = ratio > self.min_ratio
+        factors = [upsampling_factor(spacing[i], self.target_spacing_mm) if anisotropic else 1 for i in axes]
+        result = volume
+        for in_plane_axis, factor in zip(axes, factors):
+            if factor >= 2:
+                result, _ = UpsampleInPlane(factor=factor, axes=(in_plane_axis,)).apply(result)
+        if anisotropic and spacing[axis] > self.target_spacing_mm:
+            result, _ = ResampleThroughPlane(self.target_spacing_mm, axis=axis, order="cubic").apply(result)
+        return result, {
+            "resampled": result is not volume,
+            "ratio": ratio,
+            "thick_axis": describe_axis(axis),
+            "in_plane_axes": axes,
+            "in_plane_factors": factors,
+            "spacing_before_mm": spacing,
+            "spacing_after_mm": result.spacing,
+            "slices_before": volume.shape[axis],
+            "slices_after": result.shape[axis],
+            "affine_before": volume.affine,
+            "affine_after": result.affine,
+        }
+
+    def describe(self, estimates: dict[str, Any]) -> str | None:
+        before = " x ".join(f"{s:.3g}" for s in estimates["spacing_before_mm"])
+        if not estimates["resampled"]:
+            ratio = estimates["ratio"]
+            if ratio <= self.min_ratio:
+                return f"grid kept: {before} mm (spacing ratio {ratio:.2f} <= {self.min_ratio:g})"
+            return f"grid kept: {before} mm (slices already at most {self.target_spacing_mm:g} mm)"
+        after = " x ".join(f"{s:.3g}" for s in estimates["spacing_after_mm"])
+        axis = estimates["thick_axis"]
+        return (
+            f"{axis['slices']} thick slices ({axis['direction']}) resampled: {before} mm -> {after} mm, "
+            f"{estimates['slices_before']} -> {estimates['slices_after']} slices"
+        )
