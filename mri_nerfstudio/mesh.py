@@ -16,16 +16,19 @@ from skimage.measure import marching_cubes
 
 from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.labels import ENHANCING, NECROTIC_CORE, NON_ENHANCING, OEDEMA
 
 MESH_FORMATS: tuple[str, ...] = ("ply", "stl")
 
 TUMOUR_LABELS: dict[str, tuple[int, ...]] = {
-    "tumour": (1, 2, 4),
-    "necrosis": (1,),
-    "oedema": (2,),
-    "enhancing": (4,),
+    "tumour": (NECROTIC_CORE, OEDEMA, NON_ENHANCING, ENHANCING),
+    "necrosis": (NECROTIC_CORE,),
+    "oedema": (OEDEMA,),
+    "non_enhancing": (NON_ENHANCING,),
+    "enhancing": (ENHANCING,),
 }
-"""Mesh name -> BraTS 2021 labels it encloses (the whole tumour, then each label)."""
+"""Mesh name -> internal labels (:data:`mri_nerfstudio.labels.INTERNAL_LABELS`) it encloses: the whole tumour,
+then each label (non_enhancing only in BraTS 2013-2016 segs)."""
 
 
 def surface_mesh(volume: np.ndarray, level: float, affine: np.ndarray) -> trimesh.Trimesh | None:
@@ -58,7 +61,7 @@ def surface_mesh(volume: np.ndarray, level: float, affine: np.ndarray) -> trimes
 
 
 def label_meshes(seg: np.ndarray, affine: np.ndarray) -> dict[str, trimesh.Trimesh]:
-    """One mesh per entry of :data:`TUMOUR_LABELS` present in ``seg`` (int [X, Y, Z] BraTS labels)."""
+    """One mesh per entry of :data:`TUMOUR_LABELS` present in ``seg`` (int [X, Y, Z] internal labels)."""
     meshes = {}
     for name, labels in TUMOUR_LABELS.items():
         mesh = surface_mesh(np.isin(seg, labels).astype(np.float32), 0.5, affine)

@@ -10,6 +10,8 @@ the exact orientation of the input (:meth:`Volume.to_scanner_space`).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import re
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -20,13 +22,14 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from mri_nerfstudio import dicom, labels
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 
 sitk = lazy_module("SimpleITK", "to read NRRD / MHA volumes")
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
-"""BraTS 2021 modality names, in the order used for encoder channels."""
+"""Modality names (BraTS 2021's), in the order used for encoder channels and for the reference fallback."""
 
 
 @dataclass
@@ -39,10 +42,12 @@ class Volume:
         affine: [4, 4] voxel index -> RAS mm for the canonical grid.
         scanner_affine: [4, 4] affine of the reference modality's file as stored on disk.
         scanner_shape: shape [X', Y', Z'] of the reference modality's file as stored on disk.
-        seg: int16 label map [X, Y, Z] (BraTS: 0 background, 1 necrosis, 2 oedema, 4 enhancing).
+        seg: int16 label map [X, Y, Z] in the internal labels of :data:`mri_nerfstudio.labels.INTERNAL_LABELS`
+            (0 background, 1 necrotic core, 2 oedema, 3 non-enhancing, 4 enhancing), whatever the file's convention.
         mask: bool brain mask [X, Y, Z]; ``None`` means "everything above zero in the reference".
-        sources: modality (or ``"seg"``) -> path of the file it was read from.
-        reference: name of the modality every other one is aligned to.
+        sources: modality (or ``"seg"``, ``"mask"``) -> path of the file (or DICOM folder) it was read from.
+        reference: name of the modality every other one is aligned to (the one actually used).
+        loading: what :func:`load_subject` found and decided, JSON-ready (see there); empty otherwise.
     """
 
     name: str
@@ -54,6 +59,7 @@ class Volume:
     mask: np.ndarray | None = None
     sources: dict[str, str] = field(default_factory=dict)
     reference: str = "t1"
+    loading: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -122,12 +128,32 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, *, descr
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
 """File types read with SimpleITK (LPS physical space, converted to RAS on reading)."""
+_IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)
 
-BRATS_LABELS: frozenset[int] = frozenset({0, 1, 2, 4})
-"""BraTS 2021 label values: background, necrotic core, oedema, enhancing tumour."""
+ROLES: tuple[str, ...] = (*MODALITIES, "seg")
+"""What an image file of a subject folder can be: a modality or the tumour label map."""
+
+GLOB_NAMES: tuple[str, ...] = (*ROLES, "mask")
+"""NAME of a ``modality_globs`` entry ``NAME=GLOB`` (CLI ``--modality NAME=GLOB``)."""
+
+ROLE_OF_NAME: dict[str, str] = {
+    **{role: role for role in ROLES},  # BraTS 2021 suffixes and plain names (T1.nii.gz)
+    "t1n": "t1",  # BraTS 2023 on
+    "t1c": "t1ce",
+    "t2w": "t2",
+    "t2f": "flair",
+}
+"""Last token of a file stem, lower case, tokens split at ``-`` and ``_`` -> role: ``BraTS2021_00000_t1ce``,
+``BraTS-GLI-00000-000-t1c`` and ``T1CE`` are all t1ce, while ``*_t1ce`` is never t1 nor ``*-t2f`` t2."""
+
+MASK_NAME = re.compile(r"brain_?mask", re.IGNORECASE)
+"""A file whose name contains ``brainmask`` or ``brain_mask`` is a brain mask, never a modality image."""
 
 GRID_TOLERANCE_MM = 1e-3
 """Two grids are the same when their shapes match and their affines agree to this many mm."""
+
+MASK_VALUE_TOLERANCE = 1e-3
+"""A brain-mask voxel must be 0 or 1 to within this."""
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 _READ_ERRORS = (
@@ -144,31 +170,51 @@ _READ_ERRORS = (
 def image_suffix(path: Path) -> str | None:
     """The supported image suffix ``path`` ends with (case-insensitive), or None."""
     name = path.name.lower()
-    return next((suffix for suffix in (*NIFTI_SUFFIXES, *ITK_SUFFIXES) if name.endswith(suffix)), None)
+    return next((suffix for suffix in _IMAGE_SUFFIXES if name.endswith(suffix)), None)
 
 
 def _check_suffix(path: Path) -> str:
     suffix = image_suffix(path)
     if suffix is None:
-        expected = ", ".join((*NIFTI_SUFFIXES, *ITK_SUFFIXES))
+        expected = ", ".join(_IMAGE_SUFFIXES)
         raise MRIInputError(f"unknown image file type; expected one of {expected}", path)
     return suffix
 
 
+def _stem(path: Path) -> str:
+    """The file name less its image suffix (the whole name for a folder or another file)."""
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Files directly inside ``folder``, sorted; hidden (temporary) files are skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """Supported image files directly inside ``folder``, sorted; hidden (temporary) files are skipped."""
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and image_suffix(p) is not None
-    )
+    """Supported image files directly inside ``folder``, sorted."""
+    return [p for p in _visible_files(folder) if image_suffix(p) is not None]
+
+
+def _is_subject_folder(folder: Path) -> bool:
+    return bool(_image_files(folder)) or dicom.has_dicom_files(folder, _IMAGE_SUFFIXES)
+
+
+def _holds_a_dicom_series(folder: Path) -> bool:
+    """DICOM files and no image file other than brain masks: the folder is one DICOM series (plus a mask)."""
+    images = [p for p in _image_files(folder) if not MASK_NAME.search(p.name)]
+    return not images and dicom.has_dicom_files(folder, _IMAGE_SUFFIXES)
 
 
 def find_subjects(data: Path) -> list[Path]:
-    """The subjects under ``data``: a subject folder, a BraTS root of subject folders, or one image file.
+    """The subjects under ``data``: a subject folder, a root of subject folders, or one image file.
 
     Args:
-        data: a BraTS 2021 subject folder (``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``),
-            a folder of such folders (sorted by name), or a single ``.nii``, ``.nii.gz``, ``.nrrd``,
-            ``.nhdr``, ``.mha`` or ``.mhd`` file.
+        data: a subject folder (image files such as ``BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``,
+            ``BraTS-GLI-XXXXX-XXX-{t1n,t1c,t2w,t2f,seg}.nii.gz`` or ``T1.nii.gz``, or the files of one DICOM
+            series), a folder of such folders (sorted by name), or a single ``.nii``, ``.nii.gz``,
+            ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
 
     Returns:
         Paths to pass to :func:`load_subject`, one per subject.
@@ -176,44 +222,186 @@ def find_subjects(data: Path) -> list[Path]:
     data = Path(data)
     if not data.exists():
         raise MRIInputError(
-            "no such file or folder; expected a BraTS subject folder, a BraTS root or an image file", data
+            "no such file or folder; expected a subject folder, a root of subject folders or an image file", data
         )
     if data.is_file():
+        if dicom.is_dicom_file(data, _IMAGE_SUFFIXES):
+            raise MRIInputError("a single DICOM file; expected the folder that holds its series", data)
         _check_suffix(data)
         return [data]
     entries = [p for p in data.iterdir() if not p.name.startswith(".")]
     if not entries:
-        raise MRIInputError("folder is empty; expected BraTS subject folders or NIfTI/NRRD files", data)
-    if _image_files(data):
+        raise MRIInputError("folder is empty; expected subject folders, NIfTI/NRRD files or a DICOM series", data)
+    if _is_subject_folder(data):
         return [data]
-    subjects = sorted(p for p in entries if p.is_dir() and _image_files(p))
+    subjects = sorted(p for p in entries if p.is_dir() and _is_subject_folder(p))
     if subjects:
         return subjects
-    deeper = next((p for p in data.rglob("*") if p.is_file() and image_suffix(p) is not None), None)
+    deeper = next(
+        (p for p in data.rglob("*") if p.is_file() and (image_suffix(p) or dicom.is_dicom_file(p, _IMAGE_SUFFIXES))),
+        None,
+    )
     if deeper is None:
-        raise MRIInputError("no NIfTI/NRRD/MHA file anywhere in this folder", data)
+        raise MRIInputError("no NIfTI/NRRD/MHA/DICOM file anywhere in this folder", data)
     raise MRIInputError(
         f"no subject folders with images directly inside; found {deeper.relative_to(data)}: pass its parent folder",
         data,
     )
 
 
-def subject_files(folder: Path) -> dict[str, Path]:
-    """Map ``t1``, ``t1ce``, ``t2``, ``flair`` and ``seg`` to the BraTS-named files present in ``folder``.
+@dataclass(frozen=True)
+class SubjectFiles:
+    """The files of one subject folder, by what they hold.
 
-    A file belongs to a modality when its name, less the image suffix, ends with ``_<modality>``
-    (``BraTS2021_00000_t1ce.nii.gz`` -> ``t1ce``). Files named otherwise are ignored.
+    Attributes:
+        roles: role (t1, t1ce, t2, flair, seg) -> image file, for the roles present, in :data:`ROLES` order.
+        mask: the brain-mask file, or None.
+        mask_from: how the mask was found: ``"glob"`` (a ``mask=GLOB`` entry) or ``"file name"``.
     """
-    found: dict[str, Path] = {}
-    for path in _image_files(folder):
-        stem = path.name[: -len(image_suffix(path))].lower()
-        key = next((k for k in (*MODALITIES, "seg") if stem.endswith(f"_{k}")), None)
-        if key is None:
+
+    roles: dict[str, Path]
+    mask: Path | None = None
+    mask_from: str | None = None
+
+
+def parse_modality_globs(entries: Sequence[str]) -> dict[str, str]:
+    """``NAME=GLOB`` entries -> {NAME: GLOB}; NAME one of :data:`GLOB_NAMES` (case-insensitive).
+
+    Raises:
+        MRIInputError: an entry without ``=``, with an unknown or repeated NAME, an empty GLOB, or a ``/``
+            in GLOB (it matches file names directly inside the subject folder).
+    """
+    if isinstance(entries, str):
+        entries = (entries,)
+    expected = f"expected NAME=GLOB with NAME one of {', '.join(GLOB_NAMES)}, e.g. 't1=*MPRAGE*.nii.gz'"
+    globs: dict[str, str] = {}
+    for entry in entries:
+        name, separator, pattern = str(entry).partition("=")
+        name = name.strip().lower()
+        if not separator or name not in GLOB_NAMES or not pattern.strip():
+            raise MRIInputError(f"--modality {entry!r}: {expected}")
+        if name in globs:
+            raise MRIInputError(f"--modality {entry!r}: {name} is already {name}={globs[name]}; {expected}, once each")
+        if "/" in pattern:
+            raise MRIInputError(
+                f"--modality {entry!r}: GLOB matches file names directly inside the subject folder; expected no '/'"
+            )
+        globs[name] = pattern.strip()
+    return globs
+
+
+def subject_files(
+    folder: Path, modality_globs: dict[str, str] | None = None, use_mask_files: bool = True
+) -> SubjectFiles:
+    """Which file of ``folder`` is which modality, the seg and the brain mask.
+
+    A ``modality_globs`` entry (see :func:`parse_modality_globs`) names its role's file: its GLOB must match
+    exactly one file name directly inside ``folder`` (``fnmatch``, case-sensitive). Roles without a glob come
+    from the names (case-insensitive): the last ``-``/``_`` token of the stem, see :data:`ROLE_OF_NAME`.
+    Files named like a brain mask (:data:`MASK_NAME`) are never modality images; one of them is the mask
+    when ``use_mask_files`` and no ``mask`` glob is given.
+
+    Raises:
+        MRIInputError: a glob matching no file or several, two files for one role, several mask files.
+    """
+    files = _visible_files(folder)
+    claimed: dict[str, Path] = {}
+    for name, pattern in (modality_globs or {}).items():
+        matches = [p for p in files if fnmatch.fnmatchcase(p.name, pattern)]
+        if not matches:
+            raise MRIInputError(
+                f"--modality {name}={pattern} matches no file name in this folder (fnmatch, case-sensitive); "
+                "expected exactly one",
+                folder,
+            )
+        if len(matches) > 1:
+            raise MRIInputError(
+                f"--modality {name}={pattern} matches {len(matches)} files ({', '.join(p.name for p in matches)}); "
+                "expected exactly one",
+                folder,
+            )
+        twice = next((other for other, path in claimed.items() if path == matches[0]), None)
+        if twice is not None:
+            raise MRIInputError(
+                f"{matches[0].name} matches both the {twice} and the {name} glob; expected one role per file", folder
+            )
+        claimed[name] = matches[0]
+
+    found = {name: path for name, path in claimed.items() if name != "mask"}
+    mask_files = []
+    for path in files:
+        if path in claimed.values() or image_suffix(path) is None:
             continue
-        if key in found:
-            raise MRIInputError(f"two files for modality {key!r}: {found[key].name} and {path.name}", folder)
-        found[key] = path
-    return found
+        if MASK_NAME.search(path.name):
+            mask_files.append(path)
+            continue
+        role = ROLE_OF_NAME.get(re.split(r"[-_]", _stem(path).lower())[-1])
+        if role is None or role in claimed:
+            continue
+        if role in found:
+            raise MRIInputError(
+                f"two files for {role!r}: {found[role].name} and {path.name}; expected one (or --modality {role}=GLOB)",
+                folder,
+            )
+        found[role] = path
+    roles = {role: found[role] for role in ROLES if role in found}
+
+    if "mask" in claimed:
+        return SubjectFiles(roles, claimed["mask"], "glob")
+    if not use_mask_files or not mask_files:
+        return SubjectFiles(roles)
+    if len(mask_files) > 1:
+        raise MRIInputError(
+            f"{len(mask_files)} brain-mask files ({', '.join(p.name for p in mask_files)}); expected at most one "
+            "(or --modality mask=GLOB)",
+            folder,
+        )
+    return SubjectFiles(roles, mask_files[0], "file name")
+
+
+def input_files(source: Path, mask: Path | None = None) -> list[Path]:
+    """Every file whose bytes define the subject ``source``: what a cache key must hash.
+
+    - a folder: every non-hidden file directly inside it, sorted (images, seg, mask, DICOM slices, others);
+    - a ``.mhd`` file: itself and its ``ElementDataFile`` (none when ``LOCAL``; each file of a ``LIST`` or
+      of a ``format min max step`` pattern);
+    - a ``.nhdr`` file: itself and its ``data file:`` / ``datafile:`` (one file, a ``LIST`` or a pattern);
+    - any other file: itself;
+
+    then ``mask`` when given. Data file names are relative to the header's folder (absolute ones stay).
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = _visible_files(source)
+    else:
+        suffix = image_suffix(source)
+        files = [source, *(_detached_data_files(source, suffix) if suffix in (".mhd", ".nhdr") else [])]
+    return files if mask is None else [*files, Path(mask)]
+
+
+def _detached_data_files(header: Path, suffix: str) -> list[Path]:
+    """The data files a ``.mhd`` (``ElementDataFile = ...``) or ``.nhdr`` (``data file: ...``) header names."""
+    try:
+        lines = header.read_bytes().decode("latin-1").splitlines()
+    except OSError as error:
+        raise MRIInputError(f"cannot read header ({error}); expected a readable {suffix} file", header) from error
+    separator, keys = ("=", {"elementdatafile"}) if suffix == ".mhd" else (":", {"data file", "datafile"})
+    for index, line in enumerate(lines):
+        key, found, value = line.partition(separator)
+        if found and key.strip().lower() in keys:
+            value = value.strip()
+            if value.upper() == "LOCAL":
+                return []
+            words = value.split()
+            if words and words[0].upper() == "LIST":  # the names follow, one per line
+                names = [name.strip() for name in lines[index + 1 :] if name.strip()]
+            elif len(words) >= 4 and "%" in words[0]:  # printf pattern, first, last, step
+                pattern, first, last, step = words[0], int(words[1]), int(words[2]), int(words[3])
+                names = [pattern % i for i in range(first, last + (1 if step > 0 else -1), step)]
+            else:
+                names = [value]
+            return [header.parent / name for name in names]
+    return []
 
 
 def read_image(path: Path) -> nib.Nifti1Image:
@@ -234,7 +422,7 @@ def read_image(path: Path) -> nib.Nifti1Image:
             _check_3d(image.shape, path)
             data, affine = image.get_fdata(dtype=np.float32), image.affine
         else:
-            data, affine = _read_itk(path)
+            data, affine = _itk_to_ras(sitk.ReadImage(str(path)), path)
     except MRIInputError:
         raise
     except _READ_ERRORS as error:
@@ -243,9 +431,23 @@ def read_image(path: Path) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, affine)
 
 
-def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """[X, Y, Z] float32 data and voxel -> RAS mm affine of a file SimpleITK can read."""
-    image = sitk.ReadImage(str(path))
+def read_dicom_series(folder: Path, series_uid: str | None = None) -> tuple[nib.Nifti1Image, dicom.DicomSeries]:
+    """The DICOM series of ``folder`` (see :func:`mri_nerfstudio.dicom.select_series`) as stored, like
+    :func:`read_image`: [X', Y', Z'] float32 data and its voxel -> RAS mm affine; and which series it is."""
+    folder = Path(folder)
+    series = dicom.select_series(folder, series_uid)
+    try:
+        data, affine = _itk_to_ras(dicom.read_series(series, folder), folder)
+    except MRIInputError:
+        raise
+    except _READ_ERRORS as error:
+        message = f"cannot read DICOM series {series.uid} ({type(error).__name__}: {error}); expected a valid series"
+        raise MRIInputError(message, folder) from error
+    return nib.Nifti1Image(data, affine), series
+
+
+def _itk_to_ras(image: "sitk.Image", path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """[X, Y, Z] float32 data and voxel -> RAS mm affine of a SimpleITK image read from ``path``."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise MRIInputError(
             f"image has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image", path
@@ -268,24 +470,18 @@ def _check_3d(shape: tuple[int, ...], path: Path) -> None:
         raise MRIInputError(f"image shape {tuple(shape)}: expected a 3D volume (at least 2 voxels per axis)", path)
 
 
-def _check_values(data: np.ndarray, path: Path, is_seg: bool) -> None:
-    """Reject NaN/Inf, all-zero images and label maps with labels outside :data:`BRATS_LABELS`."""
+def _check_finite(data: np.ndarray, path: Path) -> None:
     non_finite = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
     if non_finite:
         raise MRIInputError(f"data has {non_finite} non-finite voxels (NaN/Inf); expected finite values", path)
-    if is_seg:
-        labels = np.unique(data)
-        unexpected = [int(v) if float(v).is_integer() else float(v) for v in labels if v not in BRATS_LABELS]
-        if unexpected:
-            raise MRIInputError(
-                f"seg labels {unexpected[:5]} are not BraTS labels; expected values in {sorted(BRATS_LABELS)}", path
-            )
-    elif not np.any(data):
-        raise MRIInputError("data is all zero; expected an image with signal", path)
 
 
 def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
     return a.shape == b.shape and np.allclose(a.affine, b.affine, rtol=0.0, atol=GRID_TOLERANCE_MM)
+
+
+def _describe_grid(image: nib.Nifti1Image) -> str:
+    return f"{tuple(int(s) for s in image.shape)} with affine {np.round(image.affine[:3], 3).tolist()}"
 
 
 def resample_to_grid(
@@ -301,81 +497,193 @@ def resample_to_grid(
     )
 
 
-def load_subject(path: Path, modalities: Sequence[str] | None = None, reference: str = "t1") -> Volume:
+def load_subject(
+    path: Path,
+    modalities: Sequence[str] | None = None,
+    reference: str = "t1",
+    *,
+    modality_globs: Sequence[str] = (),
+    series: str | None = None,
+    label_convention: str = "auto",
+    mask: Path | None = None,
+    use_mask_files: bool = True,
+) -> Volume:
     """Load one subject onto the canonical RAS grid of its reference modality.
 
     Args:
-        path: a BraTS subject folder (files ``*_{t1,t1ce,t2,flair,seg}.nii[.gz]``, NRRD/MHA also accepted)
-            or a single image file, which loads as the one modality ``reference`` (name: the file stem).
-        modalities: modalities to load, which must include ``reference``; None loads every one present.
-        reference: the modality whose grid every other one (and the seg) is put on.
+        path: a subject folder (modality, seg and brain-mask files, see :func:`subject_files`; NIfTI, NRRD,
+            MHA or MHD), a folder holding one DICOM series, or a single image file. A DICOM series or a
+            single file loads as the one modality ``reference``, named after the folder / the file stem.
+        modalities: modalities to load (a subset of :data:`MODALITIES`); None loads every one present.
+        reference: the modality whose grid every other one (and the seg and mask) is put on. When a folder
+            lacks it, the first present of ``t1, t1ce, t2, flair`` (among ``modalities``) is used, with a note.
+        modality_globs: ``NAME=GLOB`` entries naming a role's file where the names do not (see
+            :func:`parse_modality_globs`); folders of image files only (ignored, with a note, for DICOM).
+        series: SeriesInstanceUID to read from a DICOM folder that holds several series.
+        label_convention: the seg's label values: ``auto`` (from the names, else the values), ``brats2021``,
+            ``brats2023`` or ``brats2013`` (see :mod:`mri_nerfstudio.labels`).
+        mask: a brain-mask file on the reference scan's grid; it wins over mask files in the folder.
+        use_mask_files: take a ``*brainmask*`` / ``*brain_mask*`` file of the folder as the brain mask.
 
     Returns:
-        A :class:`Volume` with float32 images and, whenever a ``*_seg`` file is present, an int16
-        seg (labels checked against :data:`BRATS_LABELS`). ``mask`` is None (BraTS images are
-        skull-stripped: brain = reference > 0). A modality on another grid (shape or affine differing
-        by more than :data:`GRID_TOLERANCE_MM`) is resampled onto the reference grid (trilinear; seg:
-        nearest) with a warning naming its file.
+        A :class:`Volume` with float32 images, an int16 seg in internal labels whenever a seg file is
+        present, and a bool ``mask`` when a mask file was given or found (else None: brain = reference > 0).
+        A modality or seg on another grid (shape or affine differing by more than
+        :data:`GRID_TOLERANCE_MM`) is resampled onto the reference grid (trilinear; seg: nearest) with a
+        warning naming its file; a mask on another grid is refused. ``loading`` holds (JSON-ready):
+
+        - ``source``: ``path``; ``format``: ``"folder"``, ``"file"`` or ``"dicom"``;
+        - ``files``: role (modalities, ``seg``, ``mask``) -> file (the folder, for a DICOM series);
+        - ``reference``: ``{"requested", "used", "note"}`` (note None unless it fell back);
+        - ``label_convention``: None without a seg, else ``{"convention", "from"`` (``"naming"``, ``"values"``
+          or ``"argument"``), ``"description", "mapping"`` (file value -> internal value, keys as strings)};
+        - ``mask``: None, or ``{"file", "from"}`` (``"argument"``, ``"glob"`` or ``"file name"``);
+        - ``dicom_series``: None, or ``{"uid", "description", "slices"}``;
+        - ``notes``: human-readable one-line notes (fallbacks, resampling, unused settings).
     """
     path = Path(path)
     if not path.exists():
-        raise MRIInputError("no such file or folder; expected a BraTS subject folder or an image file", path)
-    if path.is_file():
-        if modalities is not None and list(modalities) != [reference]:
-            raise MRIInputError(
-                f"a single file loads as the one modality {reference!r}; asked for {list(modalities)}", path
-            )
-        files = {reference: path}
-        name = path.name[: -len(_check_suffix(path))]
+        raise MRIInputError(
+            "no such file or folder; expected a subject folder, a DICOM series folder or an image file", path
+        )
+    labels.check_convention_argument(label_convention)
+    globs = parse_modality_globs(modality_globs)
+    if mask is not None and not Path(mask).is_file():
+        raise MRIInputError("mask: no such file; expected a brain-mask image on the reference scan's grid", mask)
+    notes: list[str] = []
+    layout = _locate_files(path, modalities, reference, globs, series, use_mask_files, notes)
+    used, reference_file = layout.reference, layout.files[layout.reference]
+    if layout.format == "dicom":
+        reference_image, dicom_series = read_dicom_series(path, series)
     else:
-        found = subject_files(path)
-        files = _select_modalities(path, found, modalities, reference)
-        name = path.name
+        reference_image, dicom_series = read_image(reference_file), None
 
-    reference_image = read_image(files[reference])
     scanner_affine, scanner_shape = reference_image.affine.copy(), tuple(int(s) for s in reference_image.shape)
     grid = nib.as_closest_canonical(reference_image)
     images: dict[str, np.ndarray] = {}
-    seg = None
-    for key, file in files.items():
-        canonical = grid if key == reference else nib.as_closest_canonical(read_image(file))
+    seg, convention_record = None, None
+    for role, file in layout.files.items():
+        canonical = grid if role == used else nib.as_closest_canonical(read_image(file))
         data = np.asarray(canonical.dataobj, dtype=np.float32)
-        _check_values(data, file, is_seg=key == "seg")
-        if not _same_grid(canonical, grid):
-            order = 0 if key == "seg" else 1
-            warnings.warn(
-                f"{file}: grid {canonical.shape} differs from the reference {files[reference].name} grid {grid.shape} "
-                f"(or its affine by > {GRID_TOLERANCE_MM} mm); resampled onto it "
-                f"({'nearest' if order == 0 else 'trilinear'})",
-                stacklevel=2,
-            )
-            data = resample_to_grid(data, canonical.affine, grid.shape, grid.affine, order=order)
-        if key == "seg":
+        _check_finite(data, file)
+        if role == "seg":
+            hints = [layout.name, *(_stem(f) for f in layout.files.values())]
+            data, convention_record = _seg_to_internal_labels(data, file, label_convention, hints, notes)
+        elif not np.any(data):
+            raise MRIInputError("data is all zero; expected an image with signal", file)
+        data = _onto_grid(data, canonical, grid, file, reference_file, notes, order=0 if role == "seg" else 1)
+        if role == "seg":
             seg = data.astype(np.int16)
         else:
-            images[key] = np.ascontiguousarray(data)
+            images[role] = np.ascontiguousarray(data)
+
+    mask_file, mask_from = (Path(mask), "argument") if mask is not None else (layout.mask, layout.mask_from)
+    if mask is not None and layout.mask is not None:
+        notes.append(f"mask {mask} given; {layout.mask.name} in the folder not used")
+    brain = None
+    if mask_file is not None:
+        brain = _load_mask(mask_file, reference_image, grid, reference_file, notes)
+
+    sources = {role: str(file) for role, file in layout.files.items()}
+    if mask_file is not None:
+        sources["mask"] = str(mask_file)
+    loading = {
+        "source": str(path),
+        "format": layout.format,
+        "files": dict(sources),
+        "reference": {"requested": reference, "used": used, "note": layout.reference_note},
+        "label_convention": convention_record,
+        "mask": None if mask_file is None else {"file": str(mask_file), "from": mask_from},
+        "dicom_series": None if dicom_series is None else dicom_series.to_json(),
+        "notes": notes,
+    }
     return Volume(
-        name=name,
+        name=layout.name,
         images=images,
         affine=grid.affine.copy(),
         scanner_affine=scanner_affine,
         scanner_shape=scanner_shape,  # type: ignore[arg-type]
         seg=seg,
-        mask=None,
-        sources={key: str(file) for key, file in files.items()},
-        reference=reference,
+        mask=brain,
+        sources=sources,
+        reference=used,
+        loading=loading,
     )
+
+
+@dataclass(frozen=True)
+class _SubjectLayout:
+    """Where a subject's data is: what :func:`load_subject` reads, before reading it.
+
+    ``files`` maps role -> file (the folder for a DICOM series), modalities in :data:`MODALITIES` order,
+    then the seg; ``reference`` is the modality used (``reference_note`` says why when not the one asked for).
+    """
+
+    name: str
+    format: str
+    files: dict[str, Path]
+    reference: str
+    reference_note: str | None = None
+    mask: Path | None = None
+    mask_from: str | None = None
+
+
+def _locate_files(
+    path: Path,
+    modalities: Sequence[str] | None,
+    reference: str,
+    globs: dict[str, str],
+    series: str | None,
+    use_mask_files: bool,
+    notes: list[str],
+) -> _SubjectLayout:
+    """The files :func:`load_subject` reads for ``path`` (its arguments of the same names); notes appended."""
+    if path.is_file():
+        if globs or series is not None:
+            raise MRIInputError("modality_globs and series apply to subject folders; expected a folder", path)
+        _check_single_modality(path, modalities, reference)
+        return _SubjectLayout(_stem(path), "file", {reference: path}, reference)
+    if _holds_a_dicom_series(path):
+        _check_single_modality(path, modalities, reference)
+        unused = [f"{key}={pattern}" for key, pattern in globs.items() if key != "mask"]
+        if unused:
+            notes.append(f"--modality {' '.join(unused)} not used: a DICOM folder is one series, loaded as {reference}")
+        found = subject_files(path, {key: p for key, p in globs.items() if key == "mask"}, use_mask_files)
+        return _SubjectLayout(path.name, "dicom", {reference: path}, reference, None, found.mask, found.mask_from)
+    if series is not None:
+        raise MRIInputError(
+            f"series {series!r}: this folder holds image files, not a DICOM series; expected --series only for a "
+            "DICOM folder",
+            path,
+        )
+    found = subject_files(path, globs, use_mask_files)
+    files, used = _select_modalities(path, found.roles, modalities, reference)
+    note = None if used == reference else f"{reference} not found; reference falls back to {used}"
+    if note:
+        notes.append(note)
+    return _SubjectLayout(path.name, "folder", files, used, note, found.mask, found.mask_from)
+
+
+def _check_single_modality(path: Path, modalities: Sequence[str] | None, reference: str) -> None:
+    if modalities is not None and list(modalities) != [reference]:
+        raise MRIInputError(
+            f"a single file or DICOM series loads as the one modality {reference!r}; asked for {list(modalities)}",
+            path,
+        )
 
 
 def _select_modalities(
     folder: Path, found: dict[str, Path], modalities: Sequence[str] | None, reference: str
-) -> dict[str, Path]:
-    """The files to load, in :data:`MODALITIES` order, then the seg when present."""
+) -> tuple[dict[str, Path], str]:
+    """The files to load (in :data:`MODALITIES` order, then the seg when present) and the reference used."""
+    if reference not in MODALITIES:
+        raise MRIInputError(f"reference {reference!r}: expected one of {list(MODALITIES)} for a subject folder",
+                            folder)
     present = [m for m in MODALITIES if m in found]
-    if reference not in found:
+    if not present:
         raise MRIInputError(
-            f"reference modality {reference!r} not found; modalities found: {present or 'none'} "
-            f"(expected files named *_{reference}.nii.gz)",
+            f"no modality image found (roles {list(MODALITIES)}); expected files named like *_t1.nii.gz, "
+            "*-t1n.nii.gz or T1.nii.gz, or --modality NAME=GLOB",
             folder,
         )
     if modalities is None:
@@ -385,15 +693,91 @@ def _select_modalities(
         missing = [m for m in wanted if m not in present]
         if missing:
             raise MRIInputError(f"modalities {missing} not found; modalities found: {present}", folder)
-        if reference not in wanted:
+        if reference in present and reference not in wanted:
             raise MRIInputError(
                 f"reference modality {reference!r} must be one of the modalities asked for {wanted}", folder
             )
         wanted = [m for m in MODALITIES if m in wanted]
+    used = reference if reference in present else wanted[0]
     files = {m: found[m] for m in wanted}
     if "seg" in found:
         files["seg"] = found["seg"]
-    return files
+    return files, used
+
+
+def _onto_grid(
+    data: np.ndarray,
+    image: nib.Nifti1Image,
+    grid: nib.Nifti1Image,
+    file: Path,
+    reference_file: Path,
+    notes: list[str],
+    order: int,
+) -> np.ndarray:
+    """``data`` (of canonical ``image``) on ``grid``: as is when the grids agree, else resampled with a warning."""
+    if _same_grid(image, grid):
+        return data
+    message = (
+        f"{file}: grid {image.shape} differs from the reference {reference_file.name} grid {grid.shape} "
+        f"(or its affine by > {GRID_TOLERANCE_MM} mm); resampled onto it ({'nearest' if order == 0 else 'trilinear'})"
+    )
+    warnings.warn(message, stacklevel=3)
+    notes.append(message)
+    return resample_to_grid(data, image.affine, grid.shape, grid.affine, order=order)
+
+
+def _seg_to_internal_labels(
+    data: np.ndarray, file: Path, label_convention: str, names: list[str], notes: list[str]
+) -> tuple[np.ndarray, dict]:
+    """The seg's values mapped to internal labels (float32 [X, Y, Z]) and the record of the convention used."""
+    convention, decided_from, convention_notes = labels.choose_convention(
+        label_convention, names, np.unique(data), file
+    )
+    notes.extend(convention_notes)
+    internal = labels.to_internal_labels(data, convention, file, decided_from)
+    table = labels.CONVENTIONS[convention]
+    record = {
+        "convention": convention,
+        "from": decided_from,
+        "description": table.description,
+        "mapping": {str(value): internal_value for value, internal_value in table.to_internal.items()},
+    }
+    return internal.astype(np.float32), record
+
+
+def _load_mask(
+    file: Path,
+    reference_image: nib.Nifti1Image,
+    grid: nib.Nifti1Image,
+    reference_file: Path,
+    notes: list[str],
+) -> np.ndarray:
+    """The brain mask of ``file`` as bool [X, Y, Z] on ``grid``.
+
+    The mask must already be on the reference scan's grid (a mask on another grid is most often the wrong
+    file, so it is refused rather than resampled).
+    """
+    stored = read_image(file)
+    canonical = nib.as_closest_canonical(stored)
+    data = np.asarray(canonical.dataobj, dtype=np.float32)
+    _check_finite(data, file)
+    not_binary = (np.abs(data) > MASK_VALUE_TOLERANCE) & (np.abs(data - 1.0) > MASK_VALUE_TOLERANCE)
+    if not_binary.any():
+        examples = [float(v) for v in np.unique(data[not_binary])[:5]]
+        raise MRIInputError(
+            f"mask values {examples} are not 0 or 1 (within {MASK_VALUE_TOLERANCE}); expected a binary brain mask",
+            file,
+        )
+    if not _same_grid(canonical, grid):
+        raise MRIInputError(
+            f"mask grid {_describe_grid(stored)} differs from the grid {_describe_grid(reference_image)} of the "
+            f"reference {reference_file} (by more than {GRID_TOLERANCE_MM} mm); expected a mask on the reference grid",
+            file,
+        )
+    brain = _onto_grid(data, canonical, grid, file, reference_file, notes, order=0) > 0.5
+    if not brain.any():
+        raise MRIInputError("mask is empty; expected brain voxels", file)
+    return brain
 
 
 def load_subjects(data: Path, **kwargs) -> list[Volume]:

@@ -50,3 +50,15 @@ def test_label_meshes_and_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tumour.ply", "tumour.stl"]  # no temporary left
     with pytest.raises(MRIInputError, match="mesh format"):
         write_mesh(meshes["tumour"], tmp_path / "tumour.obj")
+
+
+def test_label_meshes_use_the_internal_labels():
+    seg = np.zeros((20, 20, 20), dtype=np.int16)
+    seg[ball(radius=7.0) > 0] = 2  # oedema
+    seg[ball(radius=5.0) > 0] = 3  # non-enhancing tumour (BraTS 2013-2016 only)
+    seg[ball(radius=3.0) > 0] = 4  # enhancing tumour
+
+    meshes = label_meshes(seg, np.eye(4))
+
+    assert set(meshes) == {"tumour", "oedema", "non_enhancing", "enhancing"}
+    assert meshes["tumour"].volume == pytest.approx(4 / 3 * np.pi * 7.0**3, rel=0.1)  # every label inside
