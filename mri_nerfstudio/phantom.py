@@ -15,6 +15,10 @@ A subject is built in three steps:
    and Rician noise, on a BraTS 2021 grid (240 x 240 x 155 at 1 mm, ``[[-1,0,0,0],[0,-1,0,239],
    [0,0,1,0]]`` affine) or a smaller one, brain centred and skull-stripped (0 outside the brain).
 
+With ``head=True`` the brain is not stripped: a CSF layer, a skull shell (cortical bone, dark in every
+modality) and a scalp shell (fat, bright in T1 and T1ce) surround it (:data:`HEAD_LAYERS_MM`), and the
+Rician noise covers the whole field of view (noisy air). :attr:`Phantom.brain` is the true brain mask.
+
 Every random choice comes from ``seed``, and :attr:`Phantom.truth` records them all, so
 registration, bias correction and rescaling can be checked against the exact answer.
 """
@@ -80,6 +84,21 @@ TUMOUR_LAYERS: tuple[tuple[str, float], ...] = (("oedema", 1.0), ("enhancing", 0
 TUMOUR_BOUNDARY_RIPPLE = 0.12
 """Relative amplitude of the random boundary; < 0.2 keeps the layers nested (0.35/0.88 < 0.55/1.12, ...)."""
 
+# Head tissues around the brain: fat T1 ~300 ms, T2 ~100 ms (bright on T1); cortical bone has almost no
+# mobile protons and a T2 well under 1 ms, so it is dark on every sequence.
+HEAD_TISSUES: dict[str, Tissue] = {
+    "fat": Tissue(pd=0.90, t1_ms=300.0, t2_ms=100.0),
+    "bone": Tissue(pd=0.05, t1_ms=500.0, t2_ms=0.5),
+}
+HEAD_LAYERS_MM: tuple[tuple[str, str, float], ...] = (
+    ("csf", "csf", 2.0),
+    ("skull", "bone", 6.0),
+    ("scalp", "fat", 5.0),
+)
+"""Shells around the brain mask of a ``head=True`` phantom, inside out: (name, tissue, thickness mm).
+The head ends where the MNI152 maps end below (z = -72 mm, the bottom of the brainstem), like a field
+of view that cuts the neck."""
+
 
 @dataclass(frozen=True)
 class PulseSequence:
@@ -121,6 +140,12 @@ def tissue_signals(modality: str) -> dict[str, float]:
     return {name: sequence.signal(tissue, enhancing=name == "enhancing") for name, tissue in TISSUES.items()}
 
 
+def head_tissue_signals(modality: str) -> dict[str, float]:
+    """Signal of every class of :data:`HEAD_TISSUES` in ``modality`` (relative units)."""
+    sequence = SEQUENCES[modality]
+    return {name: sequence.signal(tissue) for name, tissue in HEAD_TISSUES.items()}
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """Every setting of :func:`make_phantom`. The defaults give a BraTS 2021-like subject."""
@@ -152,6 +177,10 @@ class PhantomConfig:
     """Per-modality scanner gain, uniform in this range."""
     intensity_scale: float = 1000.0
     """Intensity = scale * gain * bias * signal (the signal is about 0.1 to 0.6)."""
+    head: bool = False
+    """Keep the head: CSF, skull and scalp shells around the brain (:data:`HEAD_LAYERS_MM`) and noise over the
+    whole field of view. The grid must hold the head (about 170 x 205 x 170 mm); the brain mask is
+    :attr:`Phantom.brain`."""
 
     def __post_init__(self) -> None:
         shape_ok = isinstance(self.shape, Sequence) and len(self.shape) == 3
@@ -163,6 +192,8 @@ class PhantomConfig:
         for name in ("bias_strength", "noise_std", "max_rotation_deg", "max_translation_mm", "slice_motion_mm"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 _bad(name, "a number >= 0", getattr(self, name))
+        if not isinstance(self.head, bool):
+            _bad("head", "True or False", self.head)
         if self.max_rotation_deg > 45:
             _bad("max_rotation_deg", "at most 45 degrees", self.max_rotation_deg)
         if self.reference not in MODALITIES:
@@ -211,17 +242,21 @@ class Phantom:
     """A SIMULATED subject exactly as :func:`write_brats_subject` writes it.
 
     Attributes:
-        images: modality -> float32 [X, Y, Z] intensities on the disk grid, 0 outside the brain.
+        images: modality -> float32 [X, Y, Z] intensities on the disk grid, 0 outside the brain (with
+            ``head``: the head's tissues and noisy air there).
         seg: int16 [X, Y, Z] BraTS labels (0, 1 necrosis, 2 oedema, 4 enhancing) on the same grid,
             aligned with the reference modality.
         affine: [4, 4] voxel index -> RAS mm of every file (LPS-ish like BraTS: X and Y flipped).
         truth: JSON-serialisable record of every random choice and setting (see :func:`make_phantom`).
+        brain: bool [X, Y, Z] the true brain mask of the reference modality (brain content >= 0.5).
+            Kept in memory only: a ``*brainmask*`` file in a subject folder would be read as a given mask.
     """
 
     images: dict[str, np.ndarray]
     seg: np.ndarray
     affine: np.ndarray
     truth: dict
+    brain: np.ndarray
 
 
 def brats_affine(shape: Sequence[int], spacing_mm: float, slice_thickness_mm: float | None = None) -> np.ndarray:
@@ -297,6 +332,51 @@ def _brain_centre_mni() -> np.ndarray:
     voxels = np.argwhere(maps.brain > 0)
     centre = (voxels.min(axis=0) + voxels.max(axis=0)) / 2.0
     return maps.affine[:3, :3] @ centre + maps.affine[:3, 3]
+
+
+@lru_cache(maxsize=1)
+def _brain_box_mni() -> tuple[np.ndarray, np.ndarray]:
+    """([3], [3]) lowest and highest voxel centres of the brain mask, MNI mm."""
+    maps = _template_maps()
+    voxels = np.argwhere(maps.brain > 0)
+    corners = np.stack([voxels.min(axis=0), voxels.max(axis=0)]) @ maps.affine[:3, :3].T + maps.affine[:3, 3]
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+@lru_cache(maxsize=4)
+def _head_layers(factor: int) -> dict[str, np.ndarray]:
+    """Content [X, Y, Z] float32 in {0, 1} of each shell of :data:`HEAD_LAYERS_MM` on the grid of
+    ``_working_maps(factor)``, by distance from its brain mask (content >= 0.5); read-only."""
+    maps = _working_maps(factor)
+    spacing = np.linalg.norm(maps.affine[:3, :3], axis=0)
+    outside = ndimage.distance_transform_edt(maps.brain < 0.5, sampling=spacing)
+    layers, inner = {}, 0.0
+    for name, _, thickness in HEAD_LAYERS_MM:
+        layer = ((outside > inner) & (outside <= inner + thickness)).astype(np.float32)
+        layer.flags.writeable = False
+        layers[name] = layer
+        inner += thickness
+    return layers
+
+
+def _check_grid_holds_head(config: PhantomConfig) -> None:
+    """Raise when the head (the brain box grown by the shells, except below) does not fit in the grid.
+
+    The brain is centred in the grid and the head reaches further above it than below, so the grid
+    needs twice the larger of the two reaches along each axis.
+    """
+    margin = sum(thickness for _, _, thickness in HEAD_LAYERS_MM)
+    low, high = _brain_box_mni()
+    head_low, head_high = low - np.array([margin, margin, 0.0]), high + margin
+    centre = (low + high) / 2.0
+    needed_mm = 2.0 * np.maximum(centre - head_low, head_high - centre) + config.spacing_mm
+    grid_mm = np.asarray(config.shape, dtype=float) * config.spacing_mm
+    n_thick = config.slices_per_thick_slice
+    grid_mm[2] = (config.shape[2] // n_thick) * n_thick * config.spacing_mm
+    if np.any(grid_mm < needed_mm - 1e-6):
+        needed = tuple(int(n) for n in np.ceil(needed_mm / config.spacing_mm - 1e-6))
+        expected = f"with head=True, a grid that holds the head: at least {needed} voxels of {config.spacing_mm} mm"
+        _bad("shape", expected, config.shape)
 
 
 @lru_cache(maxsize=1)
@@ -399,6 +479,12 @@ def _signal_map(maps: _TissueMaps, labels: np.ndarray, modality: str) -> np.ndar
     return signal
 
 
+def _head_signal_map(layers: Mapping[str, np.ndarray], modality: str) -> np.ndarray:
+    """Noise-free signal [X, Y, Z] float32 of the head's shells (:data:`HEAD_LAYERS_MM`) in ``modality``."""
+    signals = {**tissue_signals(modality), **head_tissue_signals(modality)}
+    return sum(layers[name] * np.float32(signals[tissue]) for name, tissue, _ in HEAD_LAYERS_MM)
+
+
 # --- Acquisition -------------------------------------------------------------------------------
 
 
@@ -493,7 +579,8 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
     Independent random streams (tumour, misalignment, gain, bias, slice motion, noise) are drawn from
     ``seed``, so changing one setting does not move the others. ``truth`` holds: ``simulated``
     (true), ``seed``, ``config``, ``grid`` (shape, affine, spacing, slice thickness), the brain's
-    offset from MNI152 mm, ``tissues``, ``tumour`` (RAS centre and semi-axes; None without one), and
+    offset from MNI152 mm, ``tissues``, ``tumour`` (RAS centre and semi-axes; None without one), ``head``
+    (shells, their tissues and the true brain volume; None without ``config.head``), and
     per modality (``modalities``): ``sequence``, ``misalignment`` (see ``MISALIGNMENT_CONVENTION``;
     identity for the reference), ``slice_shifts_mm`` (``SLICE_MOTION_CONVENTION``), ``bias``
     (``BIAS_CONVENTION``), ``gain`` and ``noise_sigma`` (intensity units).
@@ -512,14 +599,19 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
     mni_to_world = centre - _brain_centre_mni()
     world_from_mni = np.eye(4)
     world_from_mni[:3, 3] = mni_to_world
+    if config.head:
+        _check_grid_holds_head(config)
 
     # A working grid about half the output spacing: detail enough, and fast for coarse test phantoms.
-    maps = _working_maps(max(1, int(config.spacing_mm // 2)))
+    factor = max(1, int(config.spacing_mm // 2))
+    maps = _working_maps(factor)
+    head_layers = _head_layers(factor) if config.head else None
     tumour = Tumour.random(tumour_rng, config.tumour_radius_mm) if config.tumour else None
     labels = tumour.label_map(maps) if tumour is not None else np.zeros(maps.brain.shape, dtype=np.int16)
     work_from_world = np.linalg.inv(world_from_mni @ maps.affine)
 
     images: dict[str, np.ndarray] = {}
+    brains: dict[str, np.ndarray] = {}
     truth_modalities: dict[str, dict] = {}
     for modality in MODALITIES:
         angles = misalignment_rng.uniform(-config.max_rotation_deg, config.max_rotation_deg, size=3)
@@ -535,7 +627,10 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
 
         # Voxel of this modality -> RAS point -> anatomy (reference frame) -> working-grid voxel.
         sample = work_from_world @ np.linalg.inv(moving_from_fixed) @ fine_affine
-        signal = ndimage.affine_transform(_signal_map(maps, labels, modality), sample, output_shape=fine_shape, order=1)
+        anatomy = _signal_map(maps, labels, modality)
+        if head_layers is not None:
+            anatomy += _head_signal_map(head_layers, modality)
+        signal = ndimage.affine_transform(anatomy, sample, output_shape=fine_shape, order=1)
         brain = ndimage.affine_transform(maps.brain, sample, output_shape=fine_shape, order=1)
         signal, brain = (a.reshape(*shape, n_thick).mean(axis=3) for a in (signal, brain))
         if config.slice_motion_mm > 0 and modality != config.reference:
@@ -544,7 +639,8 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
         scale = config.intensity_scale * gain
         signal *= scale * bias_field(shape, affine, config.bias_strength, bias, centre)
         sigma = config.noise_std * scale * max(tissue_signals(modality)[t] for t in ("wm", "gm", "csf"))
-        inside = brain >= 0.5
+        brains[modality] = brain >= 0.5
+        inside = np.ones(shape, dtype=bool) if config.head else brains[modality]
         real, imaginary = sigma * noise_rng.standard_normal((2, int(inside.sum())))
         image = np.zeros(shape, dtype=np.float32)
         image[inside] = np.hypot(signal[inside] + real, imaginary)  # Rician: magnitude of complex Gaussian
@@ -563,6 +659,7 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
             "noise_sigma": sigma,
         }
 
+    true_brain = brains[config.reference]
     seg_sample = work_from_world @ affine
     seg = ndimage.affine_transform(labels, seg_sample, output_shape=shape, order=0).astype(np.int16)
     truth = {
@@ -582,12 +679,27 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
         "mni_to_world_offset_mm": mni_to_world.tolist(),
         "tissues": {name: tissue._asdict() for name, tissue in TISSUES.items()},
         "tumour": tumour.to_json(mni_to_world) if tumour is not None else None,
+        "head": _head_json(true_brain, affine) if config.head else None,
         "misalignment_convention": MISALIGNMENT_CONVENTION,
         "slice_motion_convention": SLICE_MOTION_CONVENTION,
         "bias_convention": BIAS_CONVENTION,
         "modalities": truth_modalities,
     }
-    return Phantom(images=images, seg=seg, affine=affine, truth=truth)
+    return Phantom(images=images, seg=seg, affine=affine, truth=truth, brain=true_brain)
+
+
+def _head_json(brain: np.ndarray, affine: np.ndarray) -> dict:
+    """The head's shells, their tissues and the true brain volume (ml), for ``truth["head"]``."""
+    return {
+        "layers_mm": [
+            {"name": name, "tissue": tissue, "thickness_mm": thickness} for name, tissue, thickness in HEAD_LAYERS_MM
+        ],
+        "tissues": {name: tissue._asdict() for name, tissue in HEAD_TISSUES.items()},
+        "noise": "Rician over the whole field of view (the air is noisy, not constant)",
+        "below": "the head ends where the MNI152 maps do (z = -72 mm MNI), like a field of view cutting the neck",
+        "brain_ml": float(np.count_nonzero(brain)) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0,
+        "brain_mask": "Phantom.brain (in memory only: a *brainmask* file would be read as a given mask)",
+    }
 
 
 def _json_ready(value: object) -> object:

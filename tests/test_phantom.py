@@ -12,6 +12,7 @@ from scipy import ndimage
 from mri_nerfstudio.cli.phantom import main
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.phantom import (
+    HEAD_LAYERS_MM,
     PhantomConfig,
     euler_transform,
     make_phantom,
@@ -178,6 +179,7 @@ def test_writing_is_atomic_and_never_overwrites_real_data(phantom_config_tiny, t
         ({"reference": "pd"}, "reference"),
         ({"misalignment": {"t1": (0, 0, 0, 0, 0, 0)}}, "misalignment"),
         ({"tumour_radius_mm": (20.0, 10.0)}, "tumour_radius_mm"),
+        ({"head": "yes"}, "head"),
     ],
 )
 def test_bad_settings_name_the_field(phantom_config_tiny, changes, field):
@@ -204,3 +206,53 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, bad):
 
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_head_phantom_wraps_the_same_brain_in_csf_skull_scalp_and_noisy_air(head_phantom, head_phantom_config):
+    stripped = make_phantom(0, dataclasses.replace(head_phantom_config, head=False))
+    distance = ndimage.distance_transform_edt(~head_phantom.brain, sampling=4.0)
+    skull = (distance > 4.0) & (distance <= 8.0)  # 4 mm voxels: mostly the 2-8 mm skull shell
+    scalp = (distance > 8.0) & (distance <= 12.5)
+    air = distance > 24.0
+
+    np.testing.assert_array_equal(head_phantom.brain, stripped.brain)
+    np.testing.assert_array_equal(head_phantom.seg, stripped.seg)
+    assert head_phantom.truth["tumour"] == stripped.truth["tumour"]
+    for modality in MODALITIES:
+        image = head_phantom.images[modality]
+        brain_mean = image[head_phantom.brain].mean()
+        assert image[skull].mean() < 0.6 * brain_mean  # cortical bone: dark on every sequence
+        assert 0.0 < image[air].mean() < 0.05 * brain_mean and image[air].std() > 0  # noisy air, not constant
+        assert np.count_nonzero(image == image.min()) < 10
+    for modality in ("t1", "t1ce"):
+        assert head_phantom.images[modality][scalp].mean() > head_phantom.images[modality][head_phantom.brain].mean()
+    head = head_phantom.truth["head"]
+    assert [layer["name"] for layer in head["layers_mm"]] == [name for name, _, _ in HEAD_LAYERS_MM]
+    assert head["brain_ml"] == pytest.approx(head_phantom.brain.sum() * 0.064)
+    assert stripped.truth["head"] is None
+    assert np.array_equal(stripped.brain, stripped.images["t1"] > 0)
+
+
+def test_head_phantom_is_deterministic(head_phantom, head_phantom_config):
+    again = make_phantom(0, head_phantom_config)
+
+    for modality in MODALITIES:
+        np.testing.assert_array_equal(again.images[modality], head_phantom.images[modality])
+    assert json.dumps(again.truth) == json.dumps(head_phantom.truth)
+
+
+def test_head_needs_a_grid_that_holds_it(phantom_config_tiny):
+    with pytest.raises(MRIInputError, match=r"PhantomConfig.shape: expected with head=True.*at least \(44, 53, 46\)"):
+        make_phantom(0, dataclasses.replace(phantom_config_tiny, head=True))
+
+
+def test_cli_head_writes_whole_heads_and_no_mask_file(tmp_path, capsys):
+    main(["--out", str(tmp_path), "--n", "1", "--head", "--shape", "48", "56", "48", "--spacing-mm", "4"])
+
+    folder = tmp_path / "BraTS2021_00000"
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if "brainmask" in n.lower() or "brain_mask" in n.lower()]
+    assert json.loads((folder / "simulated.json").read_text())["head"]["layers_mm"][1]["tissue"] == "bone"
+    t1 = nib.load(folder / "BraTS2021_00000_t1.nii.gz").get_fdata()
+    assert np.count_nonzero(t1 == t1.min()) < 10  # noisy air everywhere: no constant background
+    assert "SIMULATED" in capsys.readouterr().out

@@ -5,6 +5,7 @@ Examples::
     mri-phantom --out brats/ --n 4 --seed 0
     mri-phantom --out tiny/ --n 2 --shape 40 48 36 --spacing-mm 4
     mri-phantom --out thick/ --n 1 --slice-thickness-mm 5 --slice-motion-mm 2
+    mri-phantom --out heads/ --n 2 --head --shape 192 224 192      # whole heads: not skull-stripped
 
 Each subject folder holds ``simulated.json``: every random choice (misalignments, bias fields,
 tumour, slice shifts) and the generator settings, so results can be checked against the truth.
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-tumour", action="store_true", help="healthy subjects (seg all zero)")
     parser.add_argument(
+        "--head", action="store_true",
+        help="whole-head subjects: CSF, skull and scalp around the brain, noisy air (not skull-stripped); "
+             "the grid must hold the head, e.g. --shape 48 56 48 --spacing-mm 4",
+    )
+    parser.add_argument(
         "--reference", choices=MODALITIES, default=defaults.reference,
         help="modality written without misalignment or motion (default: %(default)s)",
     )
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> None:
         spacing_mm=args.spacing_mm,
         reference=args.reference,
         tumour=not args.no_tumour,
+        head=args.head,
         bias_strength=args.bias_strength,
         noise_std=args.noise_std,
         max_rotation_deg=args.max_rotation_deg,
