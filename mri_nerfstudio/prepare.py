@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import nibabel as nib
 import numpy as np
@@ -30,10 +30,18 @@ from PIL import Image
 
 from mri_nerfstudio import views
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.preprocess import to_plain
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
-from mri_nerfstudio.volume import Volume, find_subjects, load_default_subject, load_subject, save_nifti
+from mri_nerfstudio.volume import (
+    Volume,
+    find_subjects,
+    input_files,
+    load_default_subject,
+    load_subject,
+    save_nifti,
+)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when the layout of a prepared folder changes, so stale caches are rebuilt, not misread."""
 
 DEFAULT_SUBJECT = "default"
@@ -47,15 +55,36 @@ class PrepareConfig:
     modalities: tuple[str, ...] | None = None
     """Modalities to load (None: all present)."""
     reference: str = "t1"
-    """Modality every other one is registered to, and the one the views are rendered from."""
+    """Modality every other one is registered to, and the one the views are rendered from. When a subject
+    lacks it, the first present of t1, t1ce, t2, flair is used instead, with a note."""
+    modality: tuple[str, ...] = ()
+    """NAME=GLOB entries for files the names do not give away (NAME: t1, t1ce, t2, flair, seg or mask; GLOB
+    matched against file names in each subject folder), e.g. --modality 't1=*MPRAGE*.nii.gz'."""
+    series: str | None = None
+    """SeriesInstanceUID of the DICOM series to read from a folder that holds several."""
+    label_convention: Literal["auto", "brats2021", "brats2023", "brats2013"] = "auto"
+    """Tumour label convention of the seg files (auto: from the file names, else from the label values)."""
+    mask: Path | None = None
+    """Brain mask file (on the reference scan's grid) for a single subject; it wins over everything else."""
+    mask_files: bool = True
+    """Use a *brainmask* / *brain_mask* file found in a subject folder as its brain mask."""
+    skull_strip: Literal["auto", "on", "off"] = "auto"
+    """Brain mask of a subject without a mask file: on = extract the brain from a whole-head scan, off = the
+    head foreground (right for a skull-stripped scan), auto = decide from the scan whether it is skull-stripped."""
     register: bool = True
     """Rigidly register every modality to the reference (mutual information)."""
     registration_transform: str = "rigid"
     """``rigid`` or ``affine``."""
+    resample_anisotropic: bool = True
+    """When the thickest voxel axis is more than twice the thinnest (thick slices, along any axis): bicubic
+    in-plane up-sampling and cubic through-plane interpolation towards target_spacing_mm."""
+    target_spacing_mm: float = 1.0
+    """Voxel size that resample_anisotropic aims at (in-plane axes already finer are kept)."""
     upsample_factor: int = 1
-    """In-plane bicubic up-sampling factor (1: none)."""
+    """Explicit in-plane bicubic up-sampling factor (1: none); with slice_spacing_mm it replaces
+    resample_anisotropic. The in-plane axes are the two thinnest."""
     slice_spacing_mm: float | None = None
-    """Interpolate thick slices to this through-plane spacing (None: keep)."""
+    """Explicit through-plane spacing for the thickest axis (None: keep)."""
     equalize: bool = True
     """Histogram equalisation inside the brain mask after percentile normalisation."""
     default_resolution_mm: int = 2
@@ -84,6 +113,10 @@ class PrepareConfig:
             raise MRIInputError(f"upsample_factor must be >= 1, got {self.upsample_factor}")
         if self.density_scale <= 0:
             raise MRIInputError(f"density_scale must be > 0, got {self.density_scale}")
+        if self.skull_strip not in ("auto", "on", "off"):
+            raise MRIInputError(f"skull_strip must be 'auto', 'on' or 'off', got {self.skull_strip!r}")
+        if not self.target_spacing_mm > 0:
+            raise MRIInputError(f"target_spacing_mm must be > 0 mm, got {self.target_spacing_mm}")
 
 
 @dataclass
@@ -114,19 +147,12 @@ def subject_sources(data: Path | None) -> list[Path | None]:
     return find_subjects(Path(data))
 
 
-def _input_files(source: Path | None) -> list[Path]:
-    if source is None:
-        return []
-    if source.is_file():
-        return [source]
-    return sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
 def cache_key(source: Path | None, config: PrepareConfig) -> str:
-    """Hash of the input files' bytes and every setting: equal keys mean an identical prepared subject."""
+    """Hash of the input files' bytes (every data file of a header-plus-data format, and a given mask) and
+    every setting: equal keys mean an identical prepared subject."""
     digest = hashlib.sha256(f"mri-nerfstudio-prepare-v{CACHE_FORMAT}".encode())
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    for path in _input_files(source):
+    digest.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
+    for path in [] if source is None else input_files(source, config.mask):
         digest.update(path.name.encode())
         with path.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
@@ -137,13 +163,39 @@ def cache_key(source: Path | None, config: PrepareConfig) -> str:
 def load_volume(source: Path | None, config: PrepareConfig) -> Volume:
     """The subject ``source`` names (``None``: the embedded MNI152 template), loaded as ``config`` asks."""
     if source is None:
+        if config.mask is not None:
+            raise MRIInputError(
+                "mask: the embedded MNI152 template has its own brain mask; give --data too", config.mask
+            )
         return load_default_subject(resolution_mm=config.default_resolution_mm)
-    return load_subject(source, modalities=config.modalities, reference=config.reference)
+    return load_subject(
+        source,
+        modalities=config.modalities,
+        reference=config.reference,
+        modality_globs=config.modality,
+        series=config.series,
+        label_convention=config.label_convention,
+        mask=config.mask,
+        use_mask_files=config.mask_files,
+    )
+
+
+def loading_record(volume: Volume, config: PrepareConfig) -> dict:
+    """The first provenance record: how the subject was loaded (files per role, the reference used and why,
+    the label convention, notes), in the shape of the preprocessing steps' records."""
+    params = {
+        key: getattr(config, key)
+        for key in ("modalities", "reference", "modality", "series", "label_convention", "mask", "mask_files")
+    }
+    return {"step": "load", "params": to_plain(params), "estimates": to_plain(volume.loading)}
 
 
 def preprocessing_pipeline(config: PrepareConfig) -> PreprocessPipeline:
     """The preprocessing chain ``config`` asks for (its steps can also be run one by one, e.g. to time them)."""
     return default_pipeline(
+        skull_strip=config.skull_strip,
+        resample_anisotropic=config.resample_anisotropic,
+        target_spacing_mm=config.target_spacing_mm,
         register=config.register,
         registration_transform=config.registration_transform,
         upsample_factor=config.upsample_factor,
@@ -155,7 +207,7 @@ def preprocessing_pipeline(config: PrepareConfig) -> PreprocessPipeline:
 def render_subject_views(
     volume: Volume, config: PrepareConfig
 ) -> tuple[np.ndarray, views.ViewCameras, views.SceneNormalization]:
-    """The orbit views of a preprocessed volume's reference modality.
+    """The orbit views of a preprocessed volume's reference modality (``volume.reference``).
 
     Returns:
         ``[N, H, W]`` float32 images in [0, 1] (view i seen by camera i), the N cameras, and the
@@ -172,7 +224,7 @@ def render_subject_views(
     )
     world_from_voxel = normalization.world_from_ras() @ volume.affine
     images = views.render_views(
-        torch.from_numpy(volume.images[config.reference]),
+        torch.from_numpy(volume.images[volume.reference]),
         torch.from_numpy(world_from_voxel).float(),
         cameras,
         mode=config.view_mode,
@@ -205,8 +257,16 @@ def prepare_subject(
 
     report(f"{name}: loading")
     volume = load_volume(source, config)
-    report(f"{name}: preprocessing ({', '.join(volume.modalities)})")
-    volume, provenance = preprocessing_pipeline(config)(volume)
+    for note in volume.loading.get("notes", []):
+        report(f"{name}: note: {note}")
+    report(f"{name}: preprocessing ({', '.join(volume.modalities)}; reference {volume.reference})")
+    pipeline = preprocessing_pipeline(config)
+    volume, records = pipeline(volume)
+    for step, record in zip(pipeline.steps, records):
+        decision = step.describe(record["estimates"])
+        if decision:
+            report(f"{name}: {decision}")
+    provenance = [loading_record(volume, config), *records]
     report(f"{name}: rendering {config.n_views} {config.view_mode} views at {config.image_size} px")
     images, cameras, normalization = render_subject_views(volume, config)
 
@@ -240,7 +300,14 @@ def prepare_subjects(
     index, count = shard
     if not 0 <= index < count:
         raise MRIInputError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
-    sources = subject_sources(data)[index::count]
+    sources = subject_sources(data)
+    if config.mask is not None and len(sources) != 1:
+        raise MRIInputError(
+            f"mask: one file cannot be the brain mask of {len(sources)} subjects; put a *brainmask* file in "
+            "each subject folder, or map them with --modality 'mask=GLOB'",
+            data,
+        )
+    sources = sources[index::count]
     return [prepare_subject(source, cache_dir, config, progress) for source in sources]
 
 
@@ -274,12 +341,12 @@ def _write_prepared(prepared: PreparedSubject, source: Path | None, key: str) ->
                 "name": prepared.name,
                 "key": key,
                 "source": None if source is None else str(source.resolve()),
-                "inputs": {m: volume.sources.get(m, "") for m in [*volume.modalities, "seg"] if m in volume.sources},
+                "inputs": {m: volume.sources[m] for m in [*volume.modalities, "seg", "mask"] if m in volume.sources},
                 "modalities": volume.modalities,
                 "reference": volume.reference,
                 "scanner_affine": np.asarray(volume.scanner_affine).tolist(),
                 "scanner_shape": [int(s) for s in volume.scanner_shape],
-                "config": asdict(prepared.config),
+                "config": to_plain(asdict(prepared.config)),
             },
         )
         try:
@@ -300,8 +367,11 @@ def load_prepared(directory: Path) -> PreparedSubject:
         raise MRIInputError(f"format {manifest.get('format')} is not {CACHE_FORMAT}; delete it to rebuild",
                             directory / "manifest.json")
     config_fields = dict(manifest["config"])
-    if config_fields.get("modalities") is not None:
-        config_fields["modalities"] = tuple(config_fields["modalities"])
+    for key in ("modalities", "modality"):
+        if config_fields.get(key) is not None:
+            config_fields[key] = tuple(config_fields[key])
+    if config_fields.get("mask") is not None:
+        config_fields["mask"] = Path(config_fields["mask"])
     config = PrepareConfig(**config_fields)
     images, affine = {}, None
     for modality in manifest["modalities"]:

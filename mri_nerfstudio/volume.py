@@ -812,6 +812,9 @@ def load_default_subject(resolution_mm: int = 2) -> Volume:
         scanner_affine=template.affine.copy(),
         scanner_shape=tuple(int(s) for s in template.shape),  # type: ignore[arg-type]
         mask=mask,
-        sources={"t1": f"nilearn:MNI152 ICBM 2009a T1 template, skull-stripped, {resolution_mm} mm"},
+        sources={
+            "t1": f"nilearn:MNI152 ICBM 2009a T1 template, skull-stripped, {resolution_mm} mm",
+            "mask": f"nilearn:MNI152 brain mask, {resolution_mm} mm",
+        },
         reference="t1",
     )

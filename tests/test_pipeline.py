@@ -44,14 +44,15 @@ def test_default_pipeline_runs_and_records_every_step(subject, tmp_path) -> None
 
     result, records = pipeline(subject)
 
-    names = ["upsample_in_plane", "register_to_reference", "normalize_percentiles", "equalize_histogram"]
+    names = ["upsample_in_plane", "brain_mask", "register_to_reference", "normalize_percentiles", "equalize_histogram"]
     assert [record["step"] for record in records] == names
     for record in records:
         assert set(record) == {"step", "params", "estimates", "before", "after"}
     # An isotropic grid keeps the axial convention: X and Y up-sampled.
     assert records[0]["after"]["shape"] == [76, 94, 40] and result.shape == (76, 94, 40)
     assert records[0]["estimates"]["axes"] == [0, 1]
-    assert records[1]["estimates"]["t2"]["transform"]["rotation_deg"] == pytest.approx(5.0, abs=1.0)
+    assert records[1]["estimates"]["decision"] == "given: a mask given in memory"
+    assert records[2]["estimates"]["t2"]["transform"]["rotation_deg"] == pytest.approx(5.0, abs=1.0)
 
     path = write_provenance(records, tmp_path / "subject" / "provenance.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(records, allow_nan=False))
@@ -76,15 +77,17 @@ def test_thick_sagittal_subject_is_resampled_then_registered(subject) -> None:
 
     result, records = default_pipeline(target_spacing_mm=4.0)(thick)
 
-    names = ["resample_anisotropic", "register_to_reference", "normalize_percentiles", "equalize_histogram"]
+    names = [
+        "resample_anisotropic", "brain_mask", "register_to_reference", "normalize_percentiles", "equalize_histogram"
+    ]
     assert [record["step"] for record in records] == names
     resampling = records[0]["estimates"]
     assert resampling["thick_axis"]["index"] == 0 and resampling["thick_axis"]["slices"] == "sagittal"
     assert resampling["spacing_after_mm"] == pytest.approx([4.0, 4.0, 4.0])
     assert result.shape == (39, 47, 40) and result.seg.shape == result.shape
     # Registration ran on the resampled grid: the 5 degree in-plane rotation about R is found.
-    assert records[1]["before"]["shape"] == [39, 47, 40]
-    assert records[1]["estimates"]["t2"]["transform"]["rotation_deg"] == pytest.approx(5.0, abs=1.0)
+    assert records[2]["before"]["shape"] == [39, 47, 40]
+    assert records[2]["estimates"]["t2"]["transform"]["rotation_deg"] == pytest.approx(5.0, abs=1.0)
 
 
 def test_registration_is_reproducible(subject) -> None:
@@ -117,6 +120,7 @@ def test_pipeline_parameters_form_a_stable_dict() -> None:
     assert [s["step"] for s in steps] == [
         "upsample_in_plane",
         "resample_through_plane",
+        "brain_mask",
         "register_to_reference",
         "normalize_percentiles",
         "equalize_histogram",
@@ -129,12 +133,14 @@ def test_default_order_resamples_before_registering() -> None:
     def names(**settings) -> list[str]:
         return [step["step"] for step in default_pipeline(**settings).to_dict()["steps"]]
 
-    assert names() == ["resample_anisotropic", "register_to_reference", "normalize_percentiles", "equalize_histogram"]
-    assert names(resample_anisotropic=False)[0] == "register_to_reference"
-    first_steps = ["correct_slice_motion", "resample_anisotropic", "register_to_reference"]
+    assert names() == [
+        "resample_anisotropic", "brain_mask", "register_to_reference", "normalize_percentiles", "equalize_histogram"
+    ]
+    assert names(resample_anisotropic=False)[:2] == ["brain_mask", "register_to_reference"]
+    first_steps = ["correct_slice_motion", "resample_anisotropic", "brain_mask"]
     assert names(correct_slice_motion=True)[:3] == first_steps
     # Explicit resampling replaces the automatic one.
-    assert names(slice_spacing_mm=2.0)[:2] == ["resample_through_plane", "register_to_reference"]
+    assert names(slice_spacing_mm=2.0)[:2] == ["resample_through_plane", "brain_mask"]
     automatic = default_pipeline(target_spacing_mm=0.8).to_dict()["steps"][0]
     assert automatic["params"] == {"target_spacing_mm": 0.8, "min_ratio": 2.0}
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 
 from mri_nerfstudio import prepare as prepare_module
@@ -23,6 +26,7 @@ from mri_nerfstudio.prepare import (
     preprocessing_pipeline,
     render_subject_views,
 )
+from mri_nerfstudio.volume import input_files, read_image, save_nifti
 
 SMALL = PrepareConfig(image_size=24)
 
@@ -82,7 +86,7 @@ def test_stages_run_one_by_one_give_the_prepared_subject(phantom_subject_dir, tm
     for step in preprocessing_pipeline(config).steps:
         volume, record = step(volume)
         records.append(record)
-    assert records == prepared.provenance
+    assert prepared.provenance[0]["step"] == "load" and records == prepared.provenance[1:]
     images, cameras, normalization = render_subject_views(volume, config)
     assert images.dtype == np.float32
     np.testing.assert_allclose(images, prepared.images, atol=1e-6)
@@ -95,9 +99,11 @@ def test_preprocessing_pipeline_follows_the_settings():
         return [step.name for step in preprocessing_pipeline(config).steps]
 
     assert names(PrepareConfig()) == [
-        "resample_anisotropic", "register_to_reference", "normalize_percentiles", "equalize_histogram"
+        "resample_anisotropic", "brain_mask", "register_to_reference", "normalize_percentiles", "equalize_histogram"
     ]
-    assert names(PrepareConfig(register=False, equalize=False)) == ["resample_anisotropic", "normalize_percentiles"]
+    assert names(PrepareConfig(register=False, equalize=False)) == [
+        "resample_anisotropic", "brain_mask", "normalize_percentiles"
+    ]
     assert "upsample_in_plane" in names(PrepareConfig(upsample_factor=2))
     assert "resample_through_plane" in names(PrepareConfig(slice_spacing_mm=2.0))
 
@@ -171,3 +177,117 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path, capsys, make_data):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and str(data) in err
+
+
+def _mask_record(prepared) -> dict:
+    return next(record for record in prepared.provenance if record["step"] == "brain_mask")["estimates"]
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def test_a_z_scored_subject_keeps_its_whole_brain(phantom_subject_dir, tmp_path):
+    # z-scored with the brain's mean and std, as BraTS 2013 is: the brain is half negative, the background
+    # one negative constant. The brain mask must be the brain, not the voxels above zero.
+    subject = tmp_path / "data" / phantom_subject_dir.name
+    subject.mkdir(parents=True)
+    for source in sorted(phantom_subject_dir.glob("*.nii.gz")):
+        image = nib.load(source)
+        data = image.get_fdata(dtype=np.float32)
+        if not source.name.endswith("_seg.nii.gz"):
+            brain = data[data > 0]
+            data = (data - brain.mean()) / brain.std()
+        save_nifti(data, image.affine, subject / source.name)
+    prepared = prepare_subject(subject, tmp_path / "cache", PrepareConfig(image_size=24, register=False))
+
+    record = _mask_record(prepared)
+    assert "skull-stripped" in record["decision"]
+    truth = load_volume(phantom_subject_dir, SMALL).images["t1"] > 0  # the phantom is 0 outside its brain
+    z_scored = load_volume(subject, SMALL).images["t1"]
+    assert np.count_nonzero(z_scored > 0) < 0.7 * np.count_nonzero(truth)
+    assert _dice(prepared.volume.mask, truth) >= 0.99
+    assert record["brain_ml"] == pytest.approx(np.count_nonzero(prepared.volume.mask) * 64 / 1000)
+
+
+def test_a_given_mask_file_wins_and_is_recorded(phantom_subject_dir, tmp_path):
+    subject = Path(shutil.copytree(phantom_subject_dir, tmp_path / phantom_subject_dir.name))
+    t1 = nib.load(next(subject.glob("*_t1.nii.gz")))
+    box = np.zeros(t1.shape, dtype=np.uint8)
+    box[10:30, 12:36, 8:28] = 1
+    save_nifti(box, t1.affine, subject / "given_brainmask.nii.gz")
+
+    prepared = prepare_subject(subject, tmp_path / "cache", PrepareConfig(image_size=24, register=False))
+
+    record = _mask_record(prepared)
+    assert record["decision"].startswith("given") and "given_brainmask.nii.gz" in record["decision"]
+    assert np.count_nonzero(prepared.volume.mask) == box.sum()
+    load = prepared.provenance[0]
+    assert load["step"] == "load" and load["estimates"]["mask"]["file"].endswith("given_brainmask.nii.gz")
+
+
+def test_one_mask_for_several_subjects_or_the_template_is_refused(phantom_root, phantom_subject_dir, tmp_path):
+    mask = next(phantom_subject_dir.glob("*_t1.nii.gz"))
+    with pytest.raises(MRIInputError, match="cannot be the brain mask of 2 subjects"):
+        prepare_subjects(phantom_root, tmp_path, PrepareConfig(image_size=24, mask=mask))
+    with pytest.raises(MRIInputError, match="MNI152 template has its own brain mask"):
+        prepare_subjects(None, tmp_path, PrepareConfig(image_size=24, mask=mask))
+
+
+def test_a_mhd_whose_raw_changes_is_prepared_again(phantom_subject_dir, tmp_path):
+    t1 = read_image(next(phantom_subject_dir.glob("*_t1.nii.gz")))
+    header = tmp_path / "scan.mhd"
+
+    def write(scale: float) -> None:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(t1.get_fdata(dtype=np.float32).T) * scale)
+        image.SetSpacing([4.0, 4.0, 4.0])
+        sitk.WriteImage(image, str(header), useCompression=False)
+
+    write(1.0)
+    config = PrepareConfig(image_size=24, register=False)
+    first = prepare_subject(header, tmp_path / "cache", config)
+    raw = tmp_path / "scan.raw"
+    assert raw in input_files(header)
+    header_bytes = header.read_bytes()
+    write(2.0)  # new voxel values, the same header
+    assert header.read_bytes() == header_bytes
+    second = prepare_subject(header, tmp_path / "cache", config)
+    assert second.directory != first.directory
+
+
+def test_cli_prints_the_mask_decision(phantom_subject_dir, tmp_path, capsys):
+    prepare_main(["--data", str(phantom_subject_dir), "--out", str(tmp_path), "--image-size", "24", "--no-register"])
+    out = capsys.readouterr().out
+    assert "brain mask" in out and " ml" in out and "skull-stripped" in out
+
+
+def test_cli_skull_strip_is_checked(phantom_subject_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_main(["--data", str(phantom_subject_dir), "--out", str(tmp_path), "--skull-strip", "maybe"])
+    assert exit_info.value.code == 2
+
+
+def test_a_whole_head_scan_is_prepared_from_its_brain(head_phantom_config, tmp_path, capsys):
+    # mri-phantom --head writes a whole-head subject (skull, scalp, noisy air); mri-prepare extracts the brain,
+    # says so, and the views, the scene's scale and the mask describe the brain, not the head.
+    from mri_nerfstudio.cli.phantom import main as phantom_main
+    from mri_nerfstudio.phantom import make_phantom
+
+    shape = [str(n) for n in head_phantom_config.shape]
+    phantom_main(["--out", str(tmp_path / "heads"), "--n", "1", "--head", "--shape", *shape, "--spacing-mm", "4"])
+    subject = tmp_path / "heads" / "BraTS2021_00000"
+    config = ["--image-size", "24", "--modalities", "t1", "--no-register"]
+    prepare_main(["--data", str(subject), "--out", str(tmp_path / "cache"), *config])
+    out = capsys.readouterr().out
+    assert "brain mask auto: whole head, brain extracted" in out
+
+    prepared = load_prepared(next((tmp_path / "cache").glob("BraTS2021_00000-*")))
+    written = nib.load(subject / "BraTS2021_00000_t1.nii.gz")
+    brain = make_phantom(0, head_phantom_config).brain.astype(np.uint8)
+    truth = nib.as_closest_canonical(nib.Nifti1Image(brain, written.affine)).get_fdata() > 0
+    record = _mask_record(prepared)
+    assert record["decision"] == "auto: whole head, brain extracted"
+    assert _dice(prepared.volume.mask, truth) >= 0.9
+    assert record["share_of_foreground"] < 0.6  # the head around the brain (3,600 ml here) is left out
+    assert record["brain_ml"] == pytest.approx(np.count_nonzero(truth) * 64 / 1000, rel=0.15)
+    assert prepared.normalization.radius_mm < 105  # the brain's bounding radius (96 mm), not the head's (119 mm)

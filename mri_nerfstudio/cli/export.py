@@ -12,8 +12,9 @@ Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), e
   ``--spacing-mm`` in every direction (``--grid isotropic``: e.g. 1 mm across thick slices). Intensities
   are those of the preprocessed volume (normalised, equalised, in [0, 1]), not raw scanner values;
 - ``brain.ply`` / ``brain.stl``: the brain surface, in scanner (RAS) millimetres, at the level that best
-  reproduces the input's brain mask; ``tumour``, ``necrosis``, ``oedema``, ``enhancing`` (``.ply`` /
-  ``.stl``) from the input's BraTS label map when there is one;
+  reproduces the input's brain mask; ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS
+  2013-2016 labels only), ``enhancing`` (``.ply`` / ``.stl``) from the input's BraTS label map when there is
+  one, whatever its label convention;
 - ``export.json``: the grid, the volume PSNR / SSIM against the preprocessed input on that grid inside
   the brain mask, the brain level and its Dice with the mask, and the files.
 """

@@ -2,12 +2,20 @@
 
 Examples::
 
-    mri-prepare --data brats/ --out prepared/          # a BraTS 2021 root, one folder per subject
+    mri-prepare --data brats/ --out prepared/          # a BraTS 2021 / 2023 root, one folder per subject
     mri-prepare --data BraTS2021_00000/ --out prepared/
+    mri-prepare --data IXI002-Guys_T1.nii.gz --out prepared/                 # a whole-head scan: brain extracted
+    mri-prepare --data T1.nii.gz --mask brain.nii.gz --out prepared/         # a brain mask of your own
+    mri-prepare --data dicom/series_folder/ --out prepared/                  # one DICOM series
+    mri-prepare --data subject/ --modality 't1=*MPRAGE*.nii.gz' 'flair=*FLAIR*.nii.gz' --out prepared/
     mri-prepare --out prepared/                        # the embedded MNI152 template
     mri-prepare --data brats/ --out prepared/ --shard-index $SLURM_ARRAY_TASK_ID --shard-count 8
 
-A re-run with the same inputs and settings is instant (the folder is keyed by a hash of both).
+The brain mask comes from --mask, else a *brainmask* / *brain_mask* file in the subject folder, else the
+scan itself (--skull-strip auto decides whether it is already skull-stripped; the decision, the brain volume
+and the method are printed and kept in provenance.json). Thick slices along any axis are interpolated
+towards --target-spacing-mm. A re-run with the same inputs and settings is instant (the folder is keyed by
+a hash of both).
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ class PrepareCommand:
     """Prepare MRI subjects for mri-mednerf: load -> register -> rescale -> equalise -> 72 views."""
 
     data: Path | None = None
-    """A BraTS 2021 root, one subject folder, or one NIfTI/NRRD/MHA file. None: the embedded MNI152 template."""
+    """A BraTS root, one subject folder (NIfTI / NRRD / MHA files, or one DICOM series), or one image file.
+    None: the embedded MNI152 template."""
     out: Path = field(default_factory=default_cache_dir)
     """Cache folder for prepared subjects (one sub-folder per subject and settings)."""
     shard_index: int = 0

@@ -109,7 +109,7 @@ def field_slices(model, prepared: PreparedSubject, subject: int, centre: tuple[i
     Returns:
         One [rows, columns] array per plane of :data:`PLANES`, oriented as :func:`volume_slices`.
     """
-    shape = prepared.volume.images[prepared.config.reference].shape
+    shape = prepared.volume.images[prepared.volume.reference].shape
     slices = []
     for _, axis in PLANES:
         plane_shape = [size for a, size in enumerate(shape) if a != axis]
@@ -291,7 +291,7 @@ def build_report(command: ReportCommand) -> dict[str, Any]:
         if with_volume:
             scores.update(subject_volume_scores(model, prepared, index))
             volume_figure = VolumeSlices(
-                reference=volume_slices(prepared.volume.images[prepared.config.reference], centre),
+                reference=volume_slices(prepared.volume.images[prepared.volume.reference], centre),
                 estimate=field_slices(model, prepared, index, centre),
                 aspects=plane_aspects(prepared),
             )

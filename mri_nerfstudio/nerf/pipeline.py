@@ -193,7 +193,7 @@ def reconstruct_in_mask(model, prepared: PreparedSubject, subject: int) -> np.nd
 
 def subject_volume_scores(model, prepared: PreparedSubject, subject: int) -> dict[str, float]:
     """``volume_psnr`` (dB) and ``volume_ssim`` of the field against the subject's preprocessed reference volume."""
-    reference = prepared.volume.images[prepared.config.reference]
+    reference = prepared.volume.images[prepared.volume.reference]
     estimate = reconstruct_in_mask(model, prepared, subject)
     return volume_fidelity(estimate, reference, prepared.volume.brain_mask())
 

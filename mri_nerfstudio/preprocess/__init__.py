@@ -102,6 +102,10 @@ class PreprocessStep:
         """Transform ``volume`` without modifying it; return the result and the step's estimates."""
         raise NotImplementedError
 
+    def describe(self, estimates: dict[str, Any]) -> str | None:
+        """One line for the progress output saying what the step decided (None: nothing worth saying)."""
+        return None
+
     def __call__(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
         before = volume_stats(volume)
         result, estimates = self.apply(volume)

@@ -1,6 +1,6 @@
 """Ordered preprocessing steps and their provenance.
 
-``default_pipeline()`` builds (slice motion) -> resample -> register -> normalise -> equalise;
+``default_pipeline()`` builds (slice motion) -> resample -> brain mask -> register -> normalise -> equalise;
 ``PreprocessPipeline.to_dict()`` gives its parameters as a stable, JSON-ready dict (for cache keys),
 and ``write_provenance`` stores the records the pipeline returns.
 """
@@ -17,6 +17,7 @@ from mri_nerfstudio.preprocess import PreprocessStep, to_plain
 from mri_nerfstudio.preprocess.equalize import EqualizeHistogram, NormalizePercentiles
 from mri_nerfstudio.preprocess.register import CorrectSliceMotion, RegisterToReference
 from mri_nerfstudio.preprocess.rescale import ResampleAnisotropic, ResampleThroughPlane, UpsampleInPlane
+from mri_nerfstudio.preprocess.skull_strip import ExtractBrainMask
 from mri_nerfstudio.volume import Volume
 
 
@@ -43,6 +44,7 @@ class PreprocessPipeline:
 
 
 def default_pipeline(
+    skull_strip: str = "auto",
     register: bool = True,
     registration_transform: str = "rigid",
     correct_slice_motion: bool = False,
@@ -54,8 +56,8 @@ def default_pipeline(
     equalize: bool = True,
     levels: int = 256,
 ) -> PreprocessPipeline:
-    """The standard chain: correct slice motion -> resample -> register -> normalise percentiles ->
-    equalise histogram.
+    """The standard chain: correct slice motion -> resample -> brain mask -> register -> normalise
+    percentiles -> equalise histogram.
 
     Resampling is either explicit (in-plane up-sampling by ``upsample_factor`` and / or
     through-plane interpolation to ``slice_spacing_mm``) or, when neither is asked for, automatic
@@ -63,6 +65,8 @@ def default_pipeline(
     follows it, so it works on a near-isotropic grid. Slice axes are read from the voxel spacing.
 
     Args:
+        skull_strip: brain mask of a volume without one (:class:`ExtractBrainMask`): ``auto``, ``on`` or
+            ``off``; a mask the volume already has is kept.
         register: register every modality to the reference (mutual information).
         registration_transform: ``rigid`` or ``affine``.
         correct_slice_motion: re-align slices in-plane (thick-slice stacks with motion).
@@ -85,8 +89,9 @@ def default_pipeline(
             steps.append(ResampleThroughPlane(target_spacing_mm=slice_spacing_mm))
     elif resample_anisotropic:
         steps.append(ResampleAnisotropic(target_spacing_mm=target_spacing_mm))
-    # Brain masking goes here: after resampling (the mask on the final grid), before registration
-    # (which samples its metric inside the mask).
+    # The mask after resampling (so it is drawn on the final grid), before registration (which samples its
+    # metric inside the mask).
+    steps.append(ExtractBrainMask(skull_strip=skull_strip))
     if register:
         steps.append(RegisterToReference(transform=registration_transform))
     steps.append(NormalizePercentiles(low=percentiles[0], high=percentiles[1]))
