@@ -30,8 +30,10 @@ from PIL import Image
 
 from mri_nerfstudio import views
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.labels import check_convention_argument
 from mri_nerfstudio.preprocess import to_plain
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
+from mri_nerfstudio.preprocess.skull_strip import SKULL_STRIP_CHOICES
 from mri_nerfstudio.volume import (
     Volume,
     find_subjects,
@@ -81,7 +83,7 @@ class PrepareConfig:
     target_spacing_mm: float = 1.0
     """Voxel size that resample_anisotropic aims at (in-plane axes already finer are kept)."""
     upsample_factor: int = 1
-    """Explicit in-plane bicubic up-sampling factor (1: none); with slice_spacing_mm it replaces
+    """Explicit in-plane bicubic up-sampling factor (1: none); this or slice_spacing_mm replaces
     resample_anisotropic. The in-plane axes are the two thinnest."""
     slice_spacing_mm: float | None = None
     """Explicit through-plane spacing for the thickest axis (None: keep)."""
@@ -113,8 +115,9 @@ class PrepareConfig:
             raise MRIInputError(f"upsample_factor must be >= 1, got {self.upsample_factor}")
         if self.density_scale <= 0:
             raise MRIInputError(f"density_scale must be > 0, got {self.density_scale}")
-        if self.skull_strip not in ("auto", "on", "off"):
-            raise MRIInputError(f"skull_strip must be 'auto', 'on' or 'off', got {self.skull_strip!r}")
+        if self.skull_strip not in SKULL_STRIP_CHOICES:
+            raise MRIInputError(f"skull_strip must be one of {list(SKULL_STRIP_CHOICES)}, got {self.skull_strip!r}")
+        check_convention_argument(self.label_convention)
         if not self.target_spacing_mm > 0:
             raise MRIInputError(f"target_spacing_mm must be > 0 mm, got {self.target_spacing_mm}")
 

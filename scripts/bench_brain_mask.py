@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import datetime
 import io
-import json
 import os
 import platform
 import sys
@@ -49,10 +48,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from bench_prepare import cpu_model, write_json
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from mri_nerfstudio.preprocess import to_plain
 from mri_nerfstudio.preprocess.skull_strip import (
     ball,
     derive_brain_mask,
@@ -121,14 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-brats", action="store_true", help="skip the BraTS 2013 part")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the JSON results")
     return parser.parse_args(argv)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the machine type."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
 
 
 def machine_info() -> dict[str, Any]:
@@ -270,14 +261,6 @@ def print_table(summaries: dict[str, dict[str, dict[str, Any]]]) -> None:
                   f"{s['dice_mean']:8.4f} +- {s['dice_std']:.4f} "
                   f"{s['volume_error_abs_median_ml']:8.1f} ml {s['volume_error_abs_median_percent']:5.1f} % "
                   f"{s['volume_error_mean_percent']:+11.1f} % {s['seconds_mean']:10.2f}")
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    """Write ``results`` as JSON atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(to_plain(results), indent=2) + "\n")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,6 +158,12 @@ def test_bad_settings_are_refused():
         PrepareConfig(view_mode="xray")
     with pytest.raises(MRIInputError, match="image_size"):
         PrepareConfig(image_size=2)
+    with pytest.raises(MRIInputError, match="skull_strip"):
+        PrepareConfig(skull_strip="maybe")
+    with pytest.raises(MRIInputError, match="label_convention"):
+        PrepareConfig(label_convention="brats1999")
+    with pytest.raises(MRIInputError, match="target_spacing_mm"):
+        PrepareConfig(target_spacing_mm=0.0)
 
 
 def test_cli_prepares_and_reports(phantom_subject_dir, tmp_path, capsys):
@@ -291,3 +297,11 @@ def test_a_whole_head_scan_is_prepared_from_its_brain(head_phantom_config, tmp_p
     assert record["share_of_foreground"] < 0.6  # the head around the brain (3,600 ml here) is left out
     assert record["brain_ml"] == pytest.approx(np.count_nonzero(truth) * 64 / 1000, rel=0.15)
     assert prepared.normalization.radius_mm < 105  # the brain's bounding radius (96 mm), not the head's (119 mm)
+
+
+def test_cli_a_glob_that_matches_nothing_is_one_line_exit_2(phantom_subject_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_main(["--data", str(phantom_subject_dir), "--out", str(tmp_path), "--modality", "t1=*MPRAGE*"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "t1=*MPRAGE*" in err and str(phantom_subject_dir) in err

@@ -561,7 +561,8 @@ class ExtractBrainMask(PreprocessStep):
         return volume.replace(mask=mask), estimates
 
     def describe(self, estimates: dict[str, Any]) -> str:
+        method = "" if estimates["method"] == "given" else f" ({estimates['method']})"
         return (
-            f"brain mask {estimates['decision']} ({estimates['method']}): {estimates['brain_ml']:.0f} ml, "
+            f"brain mask {estimates['decision']}{method}: {estimates['brain_ml']:.0f} ml, "
             f"{estimates['share_of_foreground']:.0%} of the {estimates['foreground_ml']:.0f} ml foreground"
         )
