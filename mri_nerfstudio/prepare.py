@@ -34,14 +34,8 @@ from mri_nerfstudio.labels import check_convention_argument
 from mri_nerfstudio.preprocess import to_plain
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
 from mri_nerfstudio.preprocess.skull_strip import SKULL_STRIP_CHOICES
-from mri_nerfstudio.volume import (
-    Volume,
-    find_subjects,
-    input_files,
-    load_default_subject,
-    load_subject,
-    save_nifti,
-)
+from mri_nerfstudio.subject_files import find_subjects, input_files
+from mri_nerfstudio.volume import Volume, load_default_subject, load_subject, save_nifti
 
 CACHE_FORMAT = 2
 """Bump when the layout of a prepared folder changes, so stale caches are rebuilt, not misread."""

@@ -26,7 +26,8 @@ from mri_nerfstudio.prepare import (
     preprocessing_pipeline,
     render_subject_views,
 )
-from mri_nerfstudio.volume import input_files, read_image, save_nifti
+from mri_nerfstudio.subject_files import input_files
+from mri_nerfstudio.volume import read_image, save_nifti
 
 SMALL = PrepareConfig(image_size=24)
 
