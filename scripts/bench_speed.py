@@ -2,8 +2,8 @@
 
 Both train in the same process on the same prepared subject with the shipped ``mri-mednerf`` method,
 interleaved: the preset with less training time so far runs next, up to its next scoring step, so both
-see the same machine load. Each is scored on the same held-out views at a geometric series of steps
-(scoring is not training time). Reported per preset: wall and CPU seconds and steps to each PSNR target
+see the same machine load. Each is scored on the same held-out views (of the test split, as ``ns-eval``)
+at a geometric series of steps (scoring is not training time). Reported per preset: wall and CPU seconds and steps to each PSNR target
 (and to the reference's best PSNR, so the ratio exists even when the reference never reaches a
 target), iterations/s, render rays/s, peak memory. Prints a table and writes JSON.
 
@@ -54,8 +54,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fast-seconds", type=float, default=120.0, help="training-time budget of each compared field")
     parser.add_argument("--max-steps", type=int, default=20_000, help="step budget per configuration")
     parser.add_argument("--score-growth", type=float, default=1.4, help="ratio between successive scoring steps")
-    parser.add_argument("--eval-views", type=int, default=3, help="held-out views scored along the way (of 57)")
-    parser.add_argument("--render-views", type=int, default=2, help="held-out views rendered to time rays/s")
+    parser.add_argument("--eval-views", type=int, default=3, help="test views scored along the way")
+    parser.add_argument("--render-views", type=int, default=2, help="test views rendered to time rays/s")
     parser.add_argument("--gpu", action="store_true", help="128 px views, 12 scored views, 600 s budgets")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
     parser.add_argument("--seed", type=int, default=0)

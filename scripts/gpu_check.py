@@ -2,7 +2,7 @@
 
 Trains the shipped ``mri-mednerf`` method (the fast grid field with empty-space skipping by default; on
 CUDA with its mixed precision) for ``--steps`` steps on the CPU twice (seeds ``s`` and ``s + 1``: the
-second measures the run-to-run noise) and on CUDA once (seed ``s``), then compares the held-out PSNR
+second measures the run-to-run noise) and on CUDA once (seed ``s``), then compares the PSNR on test views
 and the per-step training loss (averaged over windows of ``--window`` steps). Exits 1 when CUDA and CPU
 differ by more than the tolerance (the larger of the fixed floor and twice the seed-to-seed
 difference), 2 when no CUDA device is visible.
@@ -31,7 +31,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--window", type=int, default=20, help="steps per loss window")
-    parser.add_argument("--eval-views", type=int, default=8, help="held-out views scored at the end")
+    parser.add_argument("--eval-views", type=int, default=8, help="test views scored at the end")
     parser.add_argument("--psnr-floor-db", type=float, default=0.5, help="smallest PSNR tolerance, dB")
     parser.add_argument("--loss-floor", type=float, default=0.15, help="smallest relative loss-window tolerance")
     parser.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.dataparser import MRIDataParserConfig
 from mri_nerfstudio.nerf.dataset import MRIViewDataset
 from mri_nerfstudio.prepare import PrepareConfig
+from mri_nerfstudio.view_split import count_line, split_views
 
 SMALL = PrepareConfig(image_size=24)
 NS_TRAIN = Path(sys.executable).with_name("ns-train")
@@ -27,24 +29,33 @@ def parser(phantom_root, tmp_path_factory):
     return config.setup()
 
 
-def test_brats_root_splits_into_15_train_and_57_test_views_per_subject(parser):
+def test_brats_root_splits_into_15_train_14_val_and_43_test_views_per_subject(parser):
     n_subjects = len(parser.subjects)
     assert n_subjects == 2
     train = parser.get_dataparser_outputs("train")
+    val = parser.get_dataparser_outputs("val")
     test = parser.get_dataparser_outputs("test")
     assert len(train.image_filenames) == len(train.cameras) == 15 * n_subjects
-    assert len(test.image_filenames) == len(test.cameras) == 57 * n_subjects
+    assert len(val.image_filenames) == len(val.cameras) == 14 * n_subjects
+    assert len(test.image_filenames) == len(test.cameras) == 43 * n_subjects
     assert train.metadata["images"].shape == (15 * n_subjects, 24, 24)
     subject_index = test.cameras.metadata["subject_index"].squeeze(-1)
     assert sorted(set(subject_index.tolist())) == [0.0, 1.0]
     train_views = set(train.metadata["view_index"].tolist())
+    val_views = set(val.metadata["view_index"].tolist())
     test_views = set(test.metadata["view_index"].tolist())
-    assert train_views == set(range(0, 72, 5)) and not train_views & test_views
+    assert train_views == set(range(0, 72, 5)) and val_views == set(range(2, 72, 5))
+    assert not train_views & test_views and not val_views & test_views
+    assert train_views | val_views | test_views == set(range(72))
+    assert parser.split_view_counts() == {
+        "num_train_views": 30, "num_val_views": 28, "num_test_views": 86, "num_mirror_views_excluded": 0
+    }  # fmt: skip
     assert all(p.is_file() for p in train.image_filenames)
-    # The brain masks reach the model (empty-space skipping), with their voxel -> world transforms.
-    masks, transforms = train.metadata["brain_masks"], train.metadata["world_from_voxel"]
-    assert len(masks) == len(transforms) == n_subjects
-    assert masks[0].dtype == torch.bool and masks[0].any() and transforms[0].shape == (4, 4)
+    # Empty-space skipping gets each subject's training views and their cameras, never its brain mask.
+    hull_views, hull_cameras = train.metadata["training_views"], train.metadata["training_cameras"]
+    assert len(hull_views) == len(hull_cameras) == n_subjects and "brain_masks" not in train.metadata
+    torch.testing.assert_close(hull_views[1], torch.from_numpy(parser.subjects[1].images[0::5]))
+    torch.testing.assert_close(hull_cameras[1].camera_to_worlds, parser.subjects[1].cameras.c2w[0::5])
 
 
 def test_dataset_serves_the_exact_views(parser):
@@ -73,6 +84,84 @@ def test_train_every_must_hold_out_views(phantom_root, tmp_path):
         MRIDataParserConfig(data=phantom_root, cache_dir=tmp_path, train_every=1).setup()
 
 
+def test_train_every_18_leaves_4_training_views_and_disjoint_val_and_test():
+    split = split_views(views.make_orbit_cameras(), "volume", train_every=18)
+    assert split.train == (0, 18, 36, 54)
+    assert split.val == tuple(range(2, 72, 5)) and len(split.test) == 72 - 4 - 14
+    assert not set(split.train) & set(split.val) and not set(split.val) & set(split.test)
+    assert not set(split.train) & set(split.test)
+    assert set(split.train) | set(split.val) | set(split.test) == set(range(72))
+
+
+@pytest.mark.parametrize("view_mode", ["drr", "mip"])
+def test_mirror_copies_of_training_views_are_left_out_of_test_in_drr_and_mip(view_mode):
+    split = split_views(views.make_orbit_cameras(), view_mode)
+    # The views from behind the training views, azimuth + 180 degrees: 36, 41, ..., 71 and 4, 9, ..., 34.
+    mirrors = {(i + 36) % 72 for i in range(0, 72, 5)}
+    assert set(split.test_mirror_copies) == mirrors and len(mirrors) == 15
+    assert len(split.test) == 43 - 15 and not mirrors & set(split.test)
+    assert split.val == tuple(range(2, 72, 5)) and split.val_mirror_copies == ()  # none of them is a copy
+    line = count_line(split, "test", view_mode, subjects=1)
+    assert line == f"test: 28 views (1 subject(s) x 28; 15 mirror copies of training views left out, {view_mode})"
+    # Every training view's mirror is a training view when 36 is a multiple of train_every: none left out.
+    assert split_views(views.make_orbit_cameras(), view_mode, train_every=18).test_mirror_copies == ()
+
+
+def test_val_loses_its_mirror_copies_too():
+    split = split_views(views.make_orbit_cameras(), "drr", train_every=7)
+    # Views 27 and 57 (both 2 mod 5) are seen from behind training views 63 and 21; 7 and 42 are training views.
+    assert split.val_mirror_copies == (27, 57) and not {27, 57} & set(split.val)
+    assert len(split.val) == 14 - 2 - 2 and len(split.test_mirror_copies) == 11 - 2
+
+
+@pytest.mark.parametrize(
+    ("view_mode", "orbit"),
+    [
+        ("volume", {}),  # emission-absorption: the view from behind differs
+        ("drr", {"elevation_deg": 20.0}),  # azimuth + 180 at the same elevation looks down too: other rays
+        ("mip", {"projection": "perspective"}),  # rays from another centre
+    ],
+)
+def test_views_that_are_not_mirror_copies_stay_in_test(view_mode, orbit):
+    split = split_views(views.make_orbit_cameras(**orbit), view_mode)
+    assert split.test_mirror_copies == () and len(split.test) == 43
+
+
+def test_drr_views_from_behind_are_exact_mirror_images(phantom_subject_dir, parser, capsys):
+    """The reason for the exclusion: the prepared view 36 (azimuth 180) is view 0 flipped left to right."""
+    config = MRIDataParserConfig(
+        data=phantom_subject_dir, cache_dir=parser.config.cache_dir, prepare=PrepareConfig(image_size=24, view_mode="drr")
+    )
+    drr = config.setup()
+    images = drr.subjects[0].images
+    assert images[0].max() > 0.1
+    np.testing.assert_allclose(images[36], images[0][:, ::-1], atol=1e-5)
+    np.testing.assert_allclose(images[41], images[5][:, ::-1], atol=1e-5)
+    test = drr.get_dataparser_outputs("test")
+    assert len(test.cameras) == 28 and not {0, 5, 36, 41} & set(test.metadata["view_index"].tolist())
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "test: 28 views (1 subject(s) x 28; 15 mirror copies of training views left out, drr)" in printed
+    assert drr.split_view_counts()["num_mirror_views_excluded"] == 15
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"train_every": 2, "prepare": PrepareConfig(n_views=4)},
+            "train_every=2, val_every=5, val_offset=2 over n_views=4 leave no val view",
+        ),
+        ({"val_every": 1}, "val_every must be >= 2"),
+        ({"val_offset": 5}, r"val_offset must lie in 0..4"),
+        ({"val_every": 5, "val_offset": 0}, "val_offset=0 over n_views=72 leave no val view"),
+        ({"train_every": 2, "val_every": 2, "val_offset": 1}, "leave no test view"),
+    ],
+)
+def test_settings_that_leave_val_or_test_empty_are_refused(phantom_root, tmp_path, settings, message):
+    with pytest.raises(MRIInputError, match=message):
+        MRIDataParserConfig(data=phantom_root, cache_dir=tmp_path, **settings).setup()
+
+
 def _ns_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([str(NS_TRAIN), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
@@ -96,8 +185,8 @@ def test_ns_train_parses_a_brats_root(phantom_root, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "train: 30 views (2 subject(s) x 15)" in result.stdout
-    # During training nerfstudio asks for the "val" split; ours is the same 57 held-out views as "test".
-    assert "val: 114 views (2 subject(s) x 57)" in result.stdout
+    # During training nerfstudio asks for the "val" split: the 14 val views, none of the 43 test views.
+    assert "val: 28 views (2 subject(s) x 14)" in result.stdout
     assert list((tmp_path / "out").rglob("config.yml"))
 
 
@@ -108,7 +197,7 @@ def test_subject_split_trains_on_the_chosen_subjects_and_evaluates_everyone(phan
     split = config.setup()
     train, test = split.get_dataparser_outputs("train"), split.get_dataparser_outputs("test")
     assert set(train.cameras.metadata["subject_index"].squeeze(-1).tolist()) == {1.0}
-    assert len(train.cameras) == 15 and len(test.cameras) == 2 * 57
+    assert len(train.cameras) == 15 and len(test.cameras) == 2 * 43
     assert train.metadata["train_subjects"] == [1]
     first_n = MRIDataParserConfig(data=phantom_root, cache_dir=parser.config.cache_dir, prepare=SMALL, train_subjects=("1",))
     assert first_n.setup().training_subjects() == [0]

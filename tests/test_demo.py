@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mri_nerfstudio.cli.demo import read_scores, score_table
+from mri_nerfstudio.cli.demo import comparison_caveat, read_scores, score_table
 from mri_nerfstudio.errors import MRIInputError
 
 MRI_DEMO = Path(sys.executable).parent / "mri-demo"
@@ -24,6 +24,15 @@ def test_score_table_compares_with_the_reference():
     assert "160.120" in fid and fid.endswith(" better")  # lower is better
     assert kid.endswith("NOT better")
     assert "20.000" in volume_psnr
+
+
+def test_the_comparison_says_it_is_not_like_for_like():
+    caveat = comparison_caveat({"psnr": 30.0, "fid": 50.0, "num_test_views": 43.0})
+    assert caveat.startswith("NOT a like-for-like comparison")
+    assert "noise-free template" in caveat and "scored on 43 test views" in caveat
+    assert "FID and KID over 43 images" in caveat and "real BraTS 2021 patients" in caveat
+    # A JSON from before the split (no view counts) still gets the caveat, without a count.
+    assert "scored on its test views" in comparison_caveat({"psnr": 30.0})
 
 
 def test_unreadable_scores_name_the_file(tmp_path):
@@ -50,6 +59,9 @@ def test_demo_trains_evaluates_renders_and_reports(tmp_path):
     scores = json.loads((run / "eval.json").read_text())["results"]
     assert 10.0 < scores["psnr"] < 60.0 and 0.0 < scores["ssim"] <= 1.0
     for output in ("rgb", "gt-rgb", "volume"):
-        assert len(list((run / "renders" / "test" / output).glob("*.png"))) == 57
+        assert len(list((run / "renders" / "test" / output).glob("*.png"))) == 43
+    assert scores["num_test_views"] == 43 and scores["num_val_views"] == 14 and scores["num_train_views"] == 15
     assert f"{scores['psnr']:.3f} +- {scores['psnr_std']:.3f}" in result.stdout
+    assert "evaluating on the 43 test views" in result.stdout
+    assert "NOT a like-for-like comparison" in result.stdout and "scored on 43 test views" in result.stdout
     assert f"config:      {run / 'config.yml'}" in result.stdout

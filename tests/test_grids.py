@@ -1,4 +1,4 @@
-"""Scanner and isotropic grids, chunked sampling on them, and the brain threshold that matches a mask."""
+"""Scanner and isotropic grids, chunked sampling on them, and the brain level read from a reconstruction alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.grids import (
     VoxelGrid,
-    best_dice_threshold,
+    brain_level,
     isotropic_grid,
     resample_onto,
     sample_on_grid,
@@ -65,15 +65,19 @@ def test_resample_onto_the_scanner_grid_undoes_the_canonical_flips(phantom_subje
     assert np.allclose(on_scanner, volume.to_scanner_space(reference), atol=1e-5)
 
 
-def test_best_dice_threshold_recovers_a_mask():
+def test_brain_level_separates_a_brain_from_faint_empty_space_without_a_mask():
+    """An equalised brain (uniform over [0.02, 1]) in empty space whose density is faint and spread over orders
+    of magnitude (as a softplus field leaves it), plus exact zeros (skipped space): the level falls between."""
     rng = np.random.default_rng(0)
-    mask = np.zeros((20, 20, 20), dtype=bool)
-    mask[5:15, 4:16, 6:14] = True
-    estimate = np.where(mask, rng.uniform(0.3, 1.0, mask.shape), rng.uniform(0.0, 0.2, mask.shape))
-    level, dice = best_dice_threshold(estimate, mask)
-    assert 0.2 <= level <= 0.3 and dice == 1.0
-    noisy = estimate + rng.normal(0, 0.1, mask.shape)
-    level, dice = best_dice_threshold(noisy, mask)
-    assert 0.1 < level < 0.4 and 0.9 < dice < 1.0
-    with pytest.raises(MRIInputError, match="empty"):
-        best_dice_threshold(estimate, np.zeros_like(mask))
+    brain = np.zeros((20, 20, 20), dtype=bool)
+    brain[5:15, 4:16, 6:14] = True
+    empty_space = 10.0 ** rng.uniform(-4.0, -2.0, brain.shape)
+    estimate = np.where(brain, rng.uniform(0.02, 1.0, brain.shape), empty_space)
+    estimate[:2] = 0.0  # skipped: left out
+    level = brain_level(estimate)
+    assert 0.01 < level < 0.02 and np.array_equal(estimate > level, brain)
+    assert brain_level(np.where(estimate > 0, estimate, -1.0)) == level  # values <= 0 never count
+    with pytest.raises(MRIInputError, match="fewer than two distinct positive values"):
+        brain_level(np.zeros((4, 4, 4)))
+    with pytest.raises(MRIInputError, match="fewer than two distinct positive values"):
+        brain_level(np.full((4, 4, 4), 0.5))

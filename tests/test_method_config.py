@@ -53,6 +53,9 @@ def test_train_eval_render_and_resume_from_the_command_line(phantom_root, tmp_pa
     results = json.loads((tmp_path / "eval.json").read_text())["results"]
     assert {"psnr", "psnr_std", "ssim", "ssim_std"} <= results.keys()
     assert 15.0 < results["psnr"] < 60.0 and 0.0 < results["ssim"] <= 1.0 and results["psnr_std"] > 0.0
+    # The split, over both subjects: 15 training, 14 val and 43 test views each (volume mode: no mirror copies).
+    split = {"num_train_views": 30, "num_val_views": 28, "num_test_views": 86, "num_mirror_views_excluded": 0}
+    assert {key: results[key] for key in split} == split
 
     renders = tmp_path / "renders"
     _run(
@@ -60,8 +63,8 @@ def test_train_eval_render_and_resume_from_the_command_line(phantom_root, tmp_pa
         "--output-path", str(renders), "--rendered-output-names", "rgb", "volume", cwd=tmp_path,
     )  # fmt: skip
     # One folder per subject (ns-render keeps the image filenames' relative paths).
-    assert len(list((renders / "test" / "rgb").rglob("*.png"))) == 2 * 57
-    assert len(list((renders / "test" / "volume").rglob("*.png"))) == 2 * 57
+    assert len(list((renders / "test" / "rgb").rglob("*.png"))) == 2 * 43
+    assert len(list((renders / "test" / "volume").rglob("*.png"))) == 2 * 43
 
     resumed = _run(
         *train, "--max-num-iterations", "20", "--timestamp", "resumed", "--load-dir", str(run_dir / "nerfstudio_models"),

@@ -21,6 +21,7 @@ from mri_nerfstudio.nerf.pipeline import (
     reconstruct_in_mask,
 )
 from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.nerf.trained_run import load_mednerf_run
 
 IMAGE_KEYS = {"psnr", "psnr_std", "ssim", "ssim_std", "fps", "fps_std"}
 ADDED_KEYS = {"fid", "kid", "kid_std", "volume_psnr", "volume_psnr_std", "volume_ssim", "volume_ssim_std"}
@@ -28,7 +29,8 @@ ADDED_KEYS = {"fid", "kid", "kid_std", "volume_psnr", "volume_psnr_std", "volume
 
 @pytest.fixture(scope="module")
 def session(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> TrainingSession:
-    """The CPU method with MRIPipelineConfig on one tiny phantom: 8 views of 24 px, 4 of them held out."""
+    """The CPU method with MRIPipelineConfig on one tiny phantom: 8 views of 24 px, 0, 2, 4, 6 for training,
+    7 for val (7 % 5 == 2), 1, 3, 5 for test (the eval dataset)."""
     config = tiny_method_config(phantom_subject_dir, tmp_path_factory.mktemp("cache"), n_views=8, step_deg=45.0)
     config.pipeline = MRIPipelineConfig(datamanager=config.pipeline.datamanager, model=config.pipeline.model)
     config.pipeline.datamanager.dataparser.train_every = 2
@@ -51,8 +53,10 @@ def test_ns_eval_scores_gain_fid_kid_and_volume_fidelity(session):
 
     assert IMAGE_KEYS | ADDED_KEYS <= set(scores), sorted(scores)
     assert all(math.isfinite(value) for value in scores.values()), scores
+    split = {"num_train_views": 4, "num_val_views": 1, "num_test_views": 3, "num_mirror_views_excluded": 0}
+    assert {key: scores[key] for key in split} == split
     assert scores["fid"] >= 0.0 and scores["kid_std"] >= 0.0
-    # One subject: the volume std over subjects is 0. 4 held-out views: every KID subset holds them all.
+    # One subject: the volume std over subjects is 0. 3 test views: every KID subset holds them all.
     assert scores["volume_psnr_std"] == 0.0 and scores["kid_std"] < 1e-9
     assert -1.0 <= scores["volume_ssim"] <= 1.0
     # Training on 4 views must also bring the field's volume towards the input volume (measured: untrained
@@ -77,12 +81,31 @@ def test_held_out_views_are_rendered_once_and_recorded(session):
     finally:
         del model.get_outputs_for_camera
 
-    assert len(calls) == len(dataset) == len(renders) == 4
-    assert [r.view for r in renders] == [1, 3, 5, 7] and {r.subject for r in renders} == {0}
+    assert len(calls) == len(dataset) == len(renders) == 3
+    assert [r.view for r in renders] == [1, 3, 5] and {r.subject for r in renders} == {0}
     truth = (dataset[2]["image"] * 255).round().to(torch.uint8)
     assert torch.equal(renders[2].image, truth) and renders[2].rendering.dtype == torch.uint8
     assert scores["psnr"] == pytest.approx(np.mean([r.psnr for r in renders]), rel=1e-6)
     assert "get_image_metrics_and_images" not in vars(model)  # the recorder put the class method back
+
+
+def test_a_run_saved_before_the_val_split_loads_and_scores_its_test_views(trained_phantom_run, tmp_path):
+    """A config.yml without val_every / val_offset (written before they existed) loads as ns-eval and
+    mri-export load it: yaml restores the dataclass's saved fields, the class gives the defaults."""
+    saved = trained_phantom_run.read_text()
+    assert "val_every: 5" in saved and "val_offset: 2" in saved
+    old_lines = [line for line in saved.splitlines() if line.strip().split(":")[0] not in ("val_every", "val_offset")]
+    old_config = tmp_path / "config.yml"
+    old_config.write_text("\n".join(old_lines) + "\n")
+
+    run = load_mednerf_run(old_config)  # eval_setup(test_mode="test"), as ns-eval
+    dataparser = run.pipeline.datamanager.dataparser
+    assert "val_every" not in vars(dataparser.config) and dataparser.config.val_every == 5
+    run.pipeline.config.image_set_metrics = False  # FID / KID are tested above; this is about loading
+    scores = run.pipeline.get_average_eval_image_metrics(get_std=True)
+    assert len(run.pipeline.datamanager.eval_dataset) == 43
+    assert scores["num_test_views"] == 43 and scores["num_val_views"] == 14 and scores["num_train_views"] == 15
+    assert scores["num_mirror_views_excluded"] == 0 and 10.0 < scores["psnr"] < 60.0
 
 
 def test_recording_needs_mri_metadata(session):

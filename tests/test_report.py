@@ -21,7 +21,8 @@ AGGREGATE_KEYS = {
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> tuple[Path, TrainingSession]:
-    """config.yml and checkpoint of the stock method (VanillaPipeline) after 30 steps: 8 views of 24 px, 4 held out."""
+    """config.yml and checkpoint of the stock method (VanillaPipeline) after 30 steps: 8 views of 24 px, 4 held out
+    (view 7 for val, 1, 3, 5 for test)."""
     config = tiny_method_config(phantom_subject_dir, tmp_path_factory.mktemp("cache"), n_views=8, step_deg=45.0)
     config.pipeline.datamanager.dataparser.train_every = 2
     session = TrainingSession(config, tmp_path_factory.mktemp("outputs"))
@@ -39,10 +40,10 @@ def test_report_writes_json_markdown_and_figure(trained_run, tmp_path, capsys):
 
     report = json.loads((out / "report.json").read_text())
     aggregate = report["aggregate"]
-    assert AGGREGATE_KEYS <= set(aggregate) and aggregate["held_out_views"] == 4
+    assert AGGREGATE_KEYS <= set(aggregate) and aggregate["held_out_views"] == 3
     assert report["step"] == 30 and len(report["subjects"]) == 1
     subject = report["subjects"][0]
-    assert subject["name"] == "BraTS2021_00000" and subject["held_out_views"] == 4
+    assert subject["name"] == "BraTS2021_00000" and subject["held_out_views"] == 3
     # One subject: its scores are the aggregate. The loaded checkpoint scores what the session scored.
     for key in ("psnr", "ssim", "fid", "kid", "volume_psnr", "volume_ssim"):
         assert subject[key] == pytest.approx(aggregate[key], rel=1e-9), key
@@ -54,7 +55,7 @@ def test_report_writes_json_markdown_and_figure(trained_run, tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     for reference in ("25.01 ± 1.17", "0.879 ± 0.070", "160.12", "0.160 ± 0.003", f"{aggregate['psnr']:.2f}"):
         assert reference in markdown, reference
-    assert "| BraTS2021_00000 | 4 |" in markdown and "![figure_BraTS2021_00000](figure_BraTS2021_00000.png)" in markdown
+    assert "| BraTS2021_00000 | 3 |" in markdown and "![figure_BraTS2021_00000](figure_BraTS2021_00000.png)" in markdown
     figure = np.asarray(Image.open(out / report["figures"][0]).convert("L"))
     assert figure.shape[0] > 400 and figure.shape[1] > 200 and figure.std() > 10  # drawn, not blank
     assert not list(out.glob(".*.tmp"))

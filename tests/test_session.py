@@ -20,7 +20,7 @@ def session(tiny_method_config, phantom_subject_dir, tmp_path) -> TrainingSessio
 
 
 def test_training_lowers_the_loss_and_raises_held_out_psnr(session):
-    views = range(0, 57, 4)
+    views = range(0, 43, 3)
     before = session.evaluate(views)
     losses = [session.step()["rgb_loss"] for _ in range(100)]
     after = session.evaluate(views)
@@ -37,7 +37,17 @@ def test_evaluate_reports_mean_and_std_like_ns_eval(session):
     assert set(scores) == {"psnr", "psnr_std", "ssim", "ssim_std"}
     assert scores["psnr_std"] >= 0.0 and scores["ssim_std"] >= 0.0
     with pytest.raises(MRIInputError, match="views must be indices"):
-        session.evaluate([57])
+        session.evaluate([43])
+
+
+def test_the_session_scores_the_test_views_or_the_val_views(session, tiny_method_config, phantom_subject_dir, tmp_path):
+    test_views = session.pipeline.datamanager.eval_dataset.metadata["view_index"].tolist()
+    assert len(test_views) == 43 and not any(view % 5 in (0, 2) for view in test_views)
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    on_val = TrainingSession(config, tmp_path / "val", eval_split="val")
+    assert on_val.pipeline.datamanager.eval_dataset.metadata["view_index"].tolist() == list(range(2, 72, 5))
+    with pytest.raises(MRIInputError, match="eval_split must be 'test' or 'val'"):
+        TrainingSession(config, tmp_path / "train", eval_split="train")
 
 
 def test_resumed_adversarial_run_continues_with_identical_d_g_and_ema(
@@ -144,7 +154,7 @@ def test_four_subjects_with_the_encoder_all_improve_and_render_differently(tiny_
     session = TrainingSession(config, tmp_path / "outputs")
     model = session.pipeline.model
     assert model.encoder is not None and model.num_subjects == 4
-    held_out = {subject: [57 * subject + view for view in range(0, 57, 8)] for subject in range(4)}
+    held_out = {subject: [43 * subject + view for view in range(0, 43, 6)] for subject in range(4)}
     before = {subject: session.evaluate(views)["psnr"] for subject, views in held_out.items()}
     for _ in range(100):
         session.step()

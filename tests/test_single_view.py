@@ -5,8 +5,17 @@ from __future__ import annotations
 import torch
 from nerfstudio.cameras.rays import RayBundle
 
+from mri_nerfstudio import views
 from mri_nerfstudio.encoder_input import EncoderInput
-from mri_nerfstudio.nerf.single_view import code_prior, initial_codes, single_subject_model, trained_codes
+from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
+from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
+from mri_nerfstudio.nerf.single_view import (
+    code_prior,
+    initial_codes,
+    input_view_occupancy,
+    single_subject_model,
+    trained_codes,
+)
 
 
 def _scans_of(model, subject: int) -> EncoderInput:
@@ -50,7 +59,7 @@ def test_without_encoder_the_start_is_the_mean_code_and_the_prior_its_spread(tin
 
 def test_the_one_subject_copy_renders_its_code_like_the_model_renders_that_subject(tiny_encoder_model):
     model = tiny_encoder_model().eval()
-    copy = single_subject_model(model, trained_codes(model)[2]).eval()
+    copy = single_subject_model(model, trained_codes(model)[2], None).eval()
     assert copy.encoder is None and copy.num_subjects == 1 and not hasattr(copy, "encoder_scans")
     with torch.no_grad():
         expected = model(_rays(subject=2))
@@ -58,3 +67,33 @@ def test_the_one_subject_copy_renders_its_code_like_the_model_renders_that_subje
     torch.testing.assert_close(got["rgb"], expected["rgb"])
     assert "scan" not in got
     assert model.encoder is not None  # the original is untouched
+
+
+def test_a_new_subject_skips_the_space_outside_the_hull_of_its_own_input_views(tiny_encoder_model):
+    """Its occupancy is the visual hull of the given views alone, within the space the field was trained in."""
+    model = tiny_encoder_model()
+    trained = torch.zeros(3, 16, 16, 16, dtype=torch.bool)
+    trained[0, 1:15, 1:15, 1:15] = True
+    trained[1, 3:13, 3:13, 3:13] = True
+    trained[2] = trained[0] | trained[1]  # a subject held out of training: the union
+    model.occupancy = OccupancyGrid(trained)
+    # Two views (azimuths 0 and 90 degrees) of a ball of radius 0.4 at x = +0.3.
+    index = torch.stack(torch.meshgrid(*[torch.arange(33, dtype=torch.float64)] * 3, indexing="ij"), dim=-1)
+    world = index / 16 - 1
+    ball = ((world - torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64)).norm(dim=-1) <= 0.4).float()
+    world_from_voxel = torch.eye(4, dtype=torch.float64)
+    world_from_voxel[:3, :3] /= 16
+    world_from_voxel[:3, 3] = -1.0
+    orbit = views.make_orbit_cameras(n_views=4, step_deg=90.0, image_size=16)
+    input_views = views.render_views(ball, world_from_voxel, views.ViewCameras(orbit.c2w[:2], 16, 16))
+    cameras = nerfstudio_cameras(orbit)[torch.tensor([0, 1])]
+
+    occupancy = input_view_occupancy(model, input_views, cameras)
+    hull = hull_of_views(input_views, cameras, 16, model.config.occupancy_margin)
+    assert torch.equal(occupancy, hull & trained[0])
+    assert 0 < occupancy.sum() < trained[0].sum() and not occupancy[:4].any()  # x < -0.5: carved
+    copy = single_subject_model(model, trained_codes(model)[2], occupancy)
+    assert torch.equal(copy.occupancy.grids, occupancy[None])
+    assert single_subject_model(model, trained_codes(model)[2], None).occupancy is None
+    model.occupancy = None
+    assert input_view_occupancy(model, input_views, cameras) is None  # a model that skips nothing

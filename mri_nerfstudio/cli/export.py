@@ -11,12 +11,13 @@ Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), e
   (``--grid scanner``: same shape, affine and orientation as the input NIfTI) or on its field of view at
   ``--spacing-mm`` in every direction (``--grid isotropic``: e.g. 1 mm across thick slices). Intensities
   are those of the preprocessed volume (normalised, equalised, in [0, 1]), not raw scanner values;
-- ``brain.ply`` / ``brain.stl``: the brain surface, in scanner (RAS) millimetres, at the level that best
-  reproduces the input's brain mask; ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS
+- ``brain.ply`` / ``brain.stl``: the brain surface, in scanner (RAS) millimetres, at an iso-level read from
+  the reconstruction alone (Otsu's threshold on the log of its positive values: the brain mask is not used); ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS
   2013-2016 labels only), ``enhancing`` (``.ply`` / ``.stl``) from the input's BraTS label map when there is
   one, whatever its label convention;
 - ``export.json``: the grid, the volume PSNR / SSIM against the preprocessed input on that grid inside
-  the brain mask, the brain level and its Dice with the mask, and the files.
+  the brain mask, the brain level and, as a score only, the Dice of the brain it encloses with the input's
+  brain mask, and the files.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ Examples::
 The subject's latent code is optimised (``--finetune-field``: the field too) against the one view with
 MSE plus a Gaussian prior fitted to the training subjects' codes, starting, with ``--volume`` and a run
 that has the slice encoder (several training subjects), from the encoder's prediction from the scan,
-otherwise from the mean training code (see :mod:`mri_nerfstudio.nerf.single_view`). Writes into ``--out`` (each file atomically):
+otherwise from the mean training code (see :mod:`mri_nerfstudio.nerf.single_view`). The field is evaluated only
+inside the visual hull of the input view(s) (within the space the run was trained in); nothing else of the
+subject is used to reconstruct it (with ``--volume``, the scan's other views, volume and brain mask only score
+the result). Writes into ``--out`` (each file atomically):
 
 - ``views/view_XXX.png``: the whole orbit (72 views at 5 degrees by default) rendered from the fit;
 - ``reconstruction.nii.gz``: the volume estimate; with ``--volume`` on the scan's own grid (same shape

@@ -1,8 +1,11 @@
 """``mri-data``: prepared MRI subjects as nerfstudio cameras and in-memory images.
 
-Every subject contributes the same orbit of views (72 at 5 degrees by default); view ``i`` of every
-subject is a training view when ``i % train_every == 0`` (15 of 72) and a held-out view otherwise (57).
-"val" (evaluation during training) and "test" (ns-eval, ns-render) both use the held-out views.
+Every subject contributes the same orbit of views (72 at 5 degrees by default), split by view index
+(:mod:`mri_nerfstudio.view_split`): "train" when ``i % train_every == 0`` (15 of 72), "val" (the
+Trainer's evaluation during ``ns-train``, what settings are chosen on) when ``i % val_every ==
+val_offset`` (14), "test" (``ns-eval``, ``ns-render dataset``, the benchmarks) the rest (43). In the
+``drr`` and ``mip`` modes, held-out views that are mirror copies of training views are left out of val
+and test (15 of the test views with the defaults: test keeps 28).
 
 On top of the view split, a subject split (``--train-subjects``): only the training subjects' training
 views are trained on; the other subjects are held out entirely (reconstructed from their scans by the
@@ -31,6 +34,14 @@ from rich.console import Console
 from mri_nerfstudio.encoder_input import DEFAULT_GRID_SIZE, cached_encoder_input
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
+from mri_nerfstudio.view_split import (
+    DEFAULT_TRAIN_EVERY,
+    DEFAULT_VAL_EVERY,
+    DEFAULT_VAL_OFFSET,
+    ViewSplit,
+    count_line,
+    orbit_view_split,
+)
 from mri_nerfstudio.views import ViewCameras
 
 CONSOLE = Console()
@@ -60,8 +71,13 @@ class MRIDataParserConfig(DataParserConfig):
     """A BraTS 2021 root, a subject folder, a NIfTI/NRRD/MHA file, or 'default' for the embedded MNI152 template."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where prepared subjects are cached (keyed by a hash of the inputs and the settings)."""
-    train_every: int = 5
+    train_every: int = DEFAULT_TRAIN_EVERY
     """View i is a training view when i % train_every == 0 (15 of 72 views); the rest are held out."""
+    val_every: int = DEFAULT_VAL_EVERY
+    """A held-out view i is a val view (the Trainer's evaluation) when i % val_every == val_offset; the other
+    held-out views are the test views (ns-eval, ns-render dataset --split test)."""
+    val_offset: int = DEFAULT_VAL_OFFSET
+    """See val_every (defaults 5 and 2: 14 val views, 43 test views of 72)."""
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     """Preprocessing and view settings."""
     train_subjects: Tuple[str, ...] = ()
@@ -79,8 +95,10 @@ class MRIDataParser(DataParser):
 
     def __init__(self, config: MRIDataParserConfig):
         super().__init__(config=config)
-        if config.train_every < 2:
-            raise MRIInputError(f"train_every must be >= 2 (some views must be held out), got {config.train_every}")
+        # The orbit's train / val / test views, the same for every subject.
+        self.view_split: ViewSplit = orbit_view_split(
+            config.prepare, config.train_every, config.val_every, config.val_offset
+        )
         if config.encoder_grid_size < 8 or config.encoder_grid_size % 8:
             raise MRIInputError(f"encoder_grid_size must be a multiple of 8, got {config.encoder_grid_size}")
         self._subjects: list[PreparedSubject] | None = None
@@ -90,16 +108,27 @@ class MRIDataParser(DataParser):
         if self._subjects is None:
             data = None if str(self.config.data) == DEFAULT_SUBJECT else self.config.data
             self._subjects = prepare_subjects(
-                data, self.config.cache_dir, self.config.prepare, progress=lambda m: CONSOLE.print(f"[mri-data] {m}")
+                data,
+                self.config.cache_dir,
+                self.config.prepare,
+                progress=lambda message: CONSOLE.print(f"[mri-data] {message}", markup=False),
             )
         return self._subjects
 
     def view_indices(self, split: Literal["train", "val", "test"] | str) -> list[int]:
         """Indices into the orbit that belong to ``split``."""
-        n_views = self.config.prepare.n_views
-        if split == "train":
-            return [i for i in range(n_views) if i % self.config.train_every == 0]
-        return [i for i in range(n_views) if i % self.config.train_every != 0]
+        return list(self.view_split.views(split))
+
+    def split_view_counts(self) -> dict[str, int]:
+        """Images per split over all subjects (val and test: every subject; train: the training subjects),
+        and the held-out images left out of val and test as mirror copies of training views."""
+        split, subjects = self.view_split, len(self.subjects)
+        return {
+            "num_train_views": len(self.training_subjects()) * len(split.train),
+            "num_val_views": subjects * len(split.val),
+            "num_test_views": subjects * len(split.test),
+            "num_mirror_views_excluded": subjects * (len(split.val_mirror_copies) + len(split.test_mirror_copies)),
+        }
 
     def training_subjects(self) -> list[int]:
         """Indices (into :attr:`subjects`) of the subjects trained on, from ``train_subjects``."""
@@ -121,7 +150,8 @@ class MRIDataParser(DataParser):
 
         first = self.subjects[0].cameras
         n = len(filenames)
-        CONSOLE.print(f"[mri-data] {split}: {n} views ({len(split_subjects)} subject(s) x {len(indices)})")
+        counts = count_line(self.view_split, split, self.config.prepare.view_mode, len(split_subjects))
+        CONSOLE.print(f"[mri-data] {counts}", markup=False)
         cameras = nerfstudio_cameras(
             ViewCameras(torch.cat(c2w), width=first.width, height=first.height, projection=first.projection),
             metadata={"subject_index": torch.tensor(subject_index, dtype=torch.float32).reshape(n, 1)},
@@ -136,8 +166,7 @@ class MRIDataParser(DataParser):
                 "view_index": torch.tensor(view_index),
                 "subject_names": [subject.name for subject in self.subjects],
                 "prepared_dirs": [str(subject.directory) for subject in self.subjects],
-                "brain_masks": [torch.from_numpy(subject.volume.brain_mask()) for subject in self.subjects],
-                "world_from_voxel": [torch.from_numpy(subject.world_from_voxel) for subject in self.subjects],
+                **self._training_views(training),
                 "view_mode": settings.view_mode,
                 "density_scale": settings.density_scale,
                 "camera_radius": settings.camera_radius,
@@ -145,6 +174,19 @@ class MRIDataParser(DataParser):
                 **self._encoder_inputs(),
             },
         )
+
+    def _training_views(self, training: list[int]) -> dict[str, list]:
+        """What empty-space skipping may use (:mod:`~mri_nerfstudio.nerf.occupancy`), per subject: its training
+        views ``training_views`` [V, H, W] and their nerfstudio ``training_cameras`` [V]; None for both when the
+        subject is held out of training (no views of it are ever given to the model)."""
+        indices = self.view_indices("train")
+        views: list[torch.Tensor | None] = [None] * len(self.subjects)
+        cameras: list[Cameras | None] = [None] * len(self.subjects)
+        for s in training:
+            orbit = self.subjects[s].cameras
+            views[s] = torch.from_numpy(self.subjects[s].images[indices])
+            cameras[s] = nerfstudio_cameras(ViewCameras(orbit.c2w[indices], orbit.width, orbit.height, orbit.projection))
+        return {"training_views": views, "training_cameras": cameras}
 
     def _encoder_inputs(self) -> dict[str, torch.Tensor]:
         """``encoder_scans`` [N, C, G, G, G], ``encoder_present`` [N, C], ``encoder_spacing_mm`` [N, 3]."""

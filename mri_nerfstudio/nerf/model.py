@@ -121,11 +121,11 @@ class MRIMedNeRFModelConfig(ModelConfig):
     tv_loss_weight: float = 1e-3
     """Grid backbone: weight of the total-variation prior on the grids."""
     skip_empty_space: bool = True
-    """Evaluate the field only near the brain (occupancy grid from the brain masks); density 0 elsewhere."""
+    """Evaluate the field only inside the visual hull of each subject's training views; density 0 elsewhere."""
     occupancy_resolution: int = 64
     """Cells per axis of the occupancy grid over [-1, 1]^3."""
     occupancy_margin: float = 0.05
-    """World units (the brain's bounding radius is about 1) by which the brain masks are dilated."""
+    """World units (the brain's bounding radius is about 1) by which the visual hulls are dilated."""
     encoder: SliceEncoderConfig = field(default_factory=SliceEncoderConfig)
     """The slice encoder (3D CNN + Squeeze-and-Excitation) that predicts each subject's codes from its scans."""
 
@@ -141,8 +141,8 @@ class MRIMedNeRFModel(Model):
 
     Reads from the dataparser metadata (``kwargs["metadata"]``): ``view_mode`` (default ``volume``),
     ``density_scale`` k, ``subject_names`` (their number sizes the code table; default one subject),
-    for empty-space skipping (:mod:`~mri_nerfstudio.nerf.occupancy`), ``brain_masks`` and
-    ``world_from_voxel`` (without them every sample is evaluated), and the slice encoder's inputs
+    for empty-space skipping (:mod:`~mri_nerfstudio.nerf.occupancy`), ``training_views`` and
+    ``training_cameras`` (without them every sample is evaluated), and the slice encoder's inputs
     ``encoder_scans`` [N, C, G, G, G], ``encoder_present`` [N, C], ``encoder_spacing_mm`` [N, 3]
     (required when the encoder is on).
     Rays carry their subject in ``ray_bundle.metadata["subject_index"]`` [..., 1]; rays without it
@@ -193,13 +193,13 @@ class MRIMedNeRFModel(Model):
             else None
         )
         self.occupancy = (
-            OccupancyGrid.from_brain_masks(
-                metadata["brain_masks"],
-                metadata.get("world_from_voxel", []),
+            OccupancyGrid.from_training_views(
+                metadata["training_views"],
+                metadata.get("training_cameras", []),
                 self.config.occupancy_resolution,
                 self.config.occupancy_margin,
             )
-            if self.config.skip_empty_space and "brain_masks" in metadata
+            if self.config.skip_empty_space and "training_views" in metadata
             else None
         )
         self.renderer = renderer_for_view_mode(self.view_mode)

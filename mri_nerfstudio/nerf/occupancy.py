@@ -1,72 +1,72 @@
-"""Empty-space skipping: an occupancy grid over ``[-1, 1]^3`` built from the subjects' brain masks.
+"""Empty-space skipping: an occupancy grid over ``[-1, 1]^3`` per subject, from its training views.
 
-The views are projections of a volume that is zero outside the brain mask, so the field only has to be
-evaluated near the brain. :class:`OccupancyGrid` marks, per subject, the cells of a ``G^3`` grid that
-hold a brain voxel or lie within ``margin`` world units of one (the dilation keeps the brain's rim and
-the field's interpolation support); :func:`evaluate_field` evaluates the field only at the samples in
-occupied cells and gives the others density 0 and colour 0.
+The views are projections of a volume that is zero outside the brain, so the field only has to be
+evaluated where the training views see something. :class:`OccupancyGrid` marks, per subject, the cells
+of a ``G^3`` grid inside the visual hull of that subject's training views
+(:func:`mri_nerfstudio.visual_hull.visual_hull`, dilated by ``margin`` world units); nothing else of the
+subject is read (no brain mask, no held-out view). :func:`evaluate_field` evaluates the field only at the
+samples in occupied cells and gives the others density 0 and colour 0.
 
-The masks reach the model through the dataparser metadata: ``brain_masks`` (one [X, Y, Z] bool tensor
-per subject) and ``world_from_voxel`` (one [4, 4] tensor per subject: voxel index -> world units).
+The views reach the model through the dataparser metadata: ``training_views`` (one [V, H, W] float
+tensor per subject, or None for a subject held out of training) and ``training_cameras`` (their
+nerfstudio :class:`Cameras`, or None). A subject without training views gets the union of the training
+subjects' hulls: the only space where the field was ever trained, and no data of its own.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from torch import Tensor, nn
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.field import ConditionalRadianceField
+from mri_nerfstudio.visual_hull import visual_hull
+
+PROJECTION_OF_CAMERA_TYPE: dict[int, str] = {
+    CameraType.ORTHOPHOTO.value: "orthographic",
+    CameraType.PERSPECTIVE.value: "perspective",
+}
+"""nerfstudio camera type -> projection of :mod:`mri_nerfstudio.views` (the two the views are made with)."""
 
 
-def occupancy_from_mask(mask: Tensor, world_from_voxel: Tensor, resolution: int, margin: float) -> Tensor:
-    """Cells of a ``resolution^3`` grid over ``[-1, 1]^3`` within ``margin`` of the brain mask.
-
-    Each mask voxel centre marks its cell; the marks are then dilated by ``margin`` plus half a voxel's
-    diagonal (so a voxel's whole extent is covered however coarse the voxels are), rounded up to whole
-    cells: a point in an unmarked cell is more than ``margin`` away from every brain voxel.
-
-    Args:
-        mask: [X, Y, Z] bool brain mask.
-        world_from_voxel: [4, 4] voxel index (centres at integers) -> world units.
-        resolution: G, cells per axis (cell ``i`` spans ``[-1 + 2 i / G, -1 + 2 (i + 1) / G]``).
-        margin: world units >= 0.
-
-    Returns:
-        [G, G, G] bool, indexed (x, y, z) like world coordinates.
-    """
-    if mask.ndim != 3:
-        raise MRIInputError(f"brain mask must be 3D [X, Y, Z], got shape {tuple(mask.shape)}")
-    if tuple(world_from_voxel.shape) != (4, 4):
-        raise MRIInputError(f"world_from_voxel must be [4, 4], got shape {tuple(world_from_voxel.shape)}")
-    if resolution < 1 or not margin >= 0:
-        raise MRIInputError(f"occupancy grid needs resolution >= 1 and margin >= 0, got {resolution} and {margin}")
-    if not mask.any():
-        raise MRIInputError("brain mask is empty: no voxel to build the occupancy grid from")
-    transform = world_from_voxel.to(torch.float64)
-    voxels = torch.nonzero(mask).to(torch.float64)  # [M, 3]
-    world = voxels @ transform[:3, :3].T + transform[:3, 3]
-    cells = ((world + 1.0) * (resolution / 2)).floor().long()
-    cells = cells[((cells >= 0) & (cells < resolution)).all(dim=-1)]
-    grid = torch.zeros(resolution, resolution, resolution, dtype=torch.bool)
-    grid[cells[:, 0], cells[:, 1], cells[:, 2]] = True
-    half_diagonal = 0.5 * float(transform[:3, :3].norm(dim=0).norm())
-    radius = math.ceil((margin + half_diagonal) * resolution / 2)  # cells
-    dilated = F.max_pool3d(grid[None, None].float(), kernel_size=2 * radius + 1, stride=1, padding=radius)
-    return dilated[0, 0] > 0
+def hull_of_views(views: Tensor, cameras: Cameras, resolution: int, margin: float) -> Tensor:
+    """[G, G, G] bool: the visual hull of ``views`` [V, H, W] seen by nerfstudio ``cameras`` [V], dilated by
+    ``margin`` world units (see :func:`~mri_nerfstudio.visual_hull.visual_hull`)."""
+    if len(cameras) != len(views):
+        raise MRIInputError(f"{len(cameras)} cameras for {len(views)} views, expected one camera per view")
+    types = set(cameras.camera_type.flatten().tolist())
+    if not types <= set(PROJECTION_OF_CAMERA_TYPE):
+        raise MRIInputError(
+            f"cameras must be orthographic (ORTHOPHOTO) or perspective, got camera types {sorted(types)}"
+        )
+    if len(types) != 1:
+        raise MRIInputError(f"cameras must share one projection, got camera types {sorted(types)}")
+    height, width = int(cameras.height.flatten()[0]), int(cameras.width.flatten()[0])
+    if tuple(views.shape[1:]) != (height, width):
+        raise MRIInputError(f"views are {tuple(views.shape[1:])} pixels, the cameras' images {height} x {width}")
+    return visual_hull(
+        views.float(),
+        cameras.camera_to_worlds,
+        cameras.fx,
+        cameras.fy,
+        cameras.cx,
+        cameras.cy,
+        PROJECTION_OF_CAMERA_TYPE[types.pop()],
+        resolution,
+        margin,
+    )
 
 
 class OccupancyGrid(nn.Module):
     """One occupancy grid per subject; samples of subject ``s`` are occupied where grid ``s`` is.
 
     Args:
-        grids: [S, G, G, G] bool (see :func:`occupancy_from_mask`). Not saved in checkpoints: the model
+        grids: [S, G, G, G] bool (see :meth:`from_training_views`). Not saved in checkpoints: the model
             rebuilds it from the dataparser metadata.
     """
 
@@ -77,20 +77,34 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("grids", grids.bool(), persistent=False)
 
     @classmethod
-    def from_brain_masks(
-        cls, masks: Sequence[Tensor], world_from_voxel: Sequence[Tensor], resolution: int, margin: float
+    def from_training_views(
+        cls,
+        views: Sequence[Optional[Tensor]],
+        cameras: Sequence[Optional[Cameras]],
+        resolution: int,
+        margin: float,
     ) -> "OccupancyGrid":
-        """The grids of subjects given by their masks [X, Y, Z] and voxel -> world transforms [4, 4]."""
-        if len(masks) != len(world_from_voxel) or not masks:
+        """The grids of subjects given by their training views [V, H, W] and cameras [V] (None for both: a
+        subject held out of training, which gets the union of the other subjects' hulls)."""
+        if len(views) != len(cameras) or not views:
             raise MRIInputError(
-                f"dataparser metadata: {len(masks)} brain_masks and {len(world_from_voxel)} world_from_voxel, "
+                f"dataparser metadata: {len(views)} training_views and {len(cameras)} training_cameras, "
                 "expected one of each per subject"
             )
-        grids = [
-            occupancy_from_mask(torch.as_tensor(mask), torch.as_tensor(transform), resolution, margin)
-            for mask, transform in zip(masks, world_from_voxel)
-        ]
-        return cls(torch.stack(grids))
+        hulls: list[Optional[Tensor]] = []
+        for subject, (subject_views, subject_cameras) in enumerate(zip(views, cameras)):
+            if (subject_views is None) != (subject_cameras is None):
+                raise MRIInputError(
+                    f"dataparser metadata: subject {subject} has training_views or training_cameras but not both"
+                )
+            hulls.append(
+                None if subject_views is None else hull_of_views(subject_views, subject_cameras, resolution, margin)
+            )
+        trained = [hull for hull in hulls if hull is not None]
+        if not trained:
+            raise MRIInputError("dataparser metadata: no subject has training views to build an occupancy grid from")
+        union = torch.stack(trained).any(dim=0)
+        return cls(torch.stack([union if hull is None else hull for hull in hulls]))
 
     @property
     def resolution(self) -> int:

@@ -13,6 +13,9 @@
   preprocessed reference volume, against that volume, inside the brain mask
   (:func:`mri_nerfstudio.metrics.volume_fidelity`), per subject then averaged. Not computed for the
   ``mip`` view mode, whose views never constrain density.
+- ``num_train_views``, ``num_val_views``, ``num_test_views``, ``num_mirror_views_excluded``: the view
+  split (:mod:`mri_nerfstudio.view_split`), images over all subjects. ``ns-eval`` scores the test split
+  (``num_test_views`` images), the Trainer's evaluation during ``ns-train`` the val split.
 
 Training (:meth:`MRIPipeline.get_train_loss_dict`) adds, when ``adversarial.lambda_adv > 0``, the
 adversarial patch loss of :mod:`mri_nerfstudio.nerf.adversarial`: real patches are the training batch's
@@ -23,8 +26,11 @@ is kept after every step and put in their place whenever the pipeline is in eval
 ``ns-render``, ``mri-export``, the Trainer's evaluations; the live viewer during training shows the
 trained weights). The EMA never changes training: with ``lambda_adv = 0``, training is nerfstudio's own.
 
-Every held-out view is rendered once: nerfstudio's loop renders and scores it, and
-:func:`recording_held_out_renders` keeps an 8-bit copy of each ground truth and render on the way.
+"Held-out views" below are the views of the eval dataset: the test split when the run is loaded with
+``test_mode="test"`` (``ns-eval``, ``ns-render``, :mod:`mri_nerfstudio.nerf.trained_run`, the benchmarks'
+:class:`~mri_nerfstudio.nerf.session.TrainingSession`), the val split during ``ns-train``. Every one is
+rendered once: nerfstudio's loop renders and scores it, and :func:`recording_held_out_renders` keeps an
+8-bit copy of each ground truth and render on the way.
 """
 
 from __future__ import annotations
@@ -339,17 +345,18 @@ class MRIPipeline(VanillaPipeline):
     ) -> dict[str, float]:
         scores, renders = evaluate_held_out_views(self, step, output_path, get_std)
         if self.config.image_set_metrics:
-            CONSOLE.print(f"[mri] FID / KID over {len(renders)} held-out views")
+            CONSOLE.print(f"[mri] FID / KID over {len(renders)} held-out views", markup=False)
             extractor = InceptionFeatures(device=self.device, batch_size=self.config.feature_batch_size)
             real, fake = render_features(renders, extractor)
             scores.update(fid_kid_from_features(real, fake, self.config.kid_subsets, self.config.kid_subset_size))
         if self.config.volume_metrics and self.model.view_mode != "mip":
             subjects = prepared_subjects(self)
-            CONSOLE.print(f"[mri] volume fidelity of {len(subjects)} subject(s)")
+            CONSOLE.print(f"[mri] volume fidelity of {len(subjects)} subject(s)", markup=False)
             per_subject = [subject_volume_scores(self.model, prepared, s) for s, prepared in enumerate(subjects)]
             for key in ("volume_psnr", "volume_ssim"):
                 mean, std = mean_and_std([scores_of_subject[key] for scores_of_subject in per_subject])
                 scores[key] = mean
                 if get_std:
                     scores[f"{key}_std"] = std
+        scores.update(self.datamanager.dataparser.split_view_counts())
         return scores

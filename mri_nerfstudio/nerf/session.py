@@ -3,7 +3,9 @@
 Benchmarks and tests need what ``ns-train`` does (the same optimizers, schedulers, gradient scaler and
 training callbacks, e.g. the density-noise decay) but with held-out scores taken between steps and
 without a viewer or writer. :class:`TrainingSession` is that: ``Trainer.train_iteration`` wrapped with
-the callbacks the Trainer would run around it, and the Trainer's own checkpoint save and resume.
+the callbacks the Trainer would run around it, and the Trainer's own checkpoint save and resume. Its
+held-out views are the test split by default (what benchmarks report); ``eval_split="val"`` scores the
+val split instead, the one to choose settings on (:mod:`mri_nerfstudio.view_split`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
@@ -29,16 +31,26 @@ class TrainingSession:
         load_dir: a checkpoint folder (``.../nerfstudio_models``) to resume from: its latest checkpoint
             is loaded as ``ns-train --load-dir`` does (pipeline, optimizers, schedulers, gradient scaler)
             and steps continue from the one after it.
+        eval_split: the views of the eval dataset, which :meth:`evaluate` scores: ``test`` (what
+            ``ns-eval`` reports) or ``val`` (what ``ns-train`` evaluates, to choose settings on).
     """
 
-    def __init__(self, config: TrainerConfig, output_dir: Path, load_dir: Path | None = None):
+    def __init__(
+        self,
+        config: TrainerConfig,
+        output_dir: Path,
+        load_dir: Path | None = None,
+        eval_split: Literal["test", "val"] = "test",
+    ):
+        if eval_split not in ("test", "val"):
+            raise MRIInputError(f"eval_split must be 'test' or 'val', got {eval_split!r}")
         config = copy.deepcopy(config)
         config.vis = "tensorboard"
         config.output_dir = Path(output_dir)
         config.load_dir = None if load_dir is None else Path(load_dir)
         config.set_timestamp()
         self.trainer: Trainer = config.setup(local_rank=0, world_size=1)
-        self.trainer.setup()
+        self.trainer.setup(test_mode=eval_split)
         self.step_count = self.trainer._start_step
         self.train_seconds = 0.0
 
@@ -71,10 +83,11 @@ class TrainingSession:
 
     @torch.no_grad()
     def evaluate(self, views: Sequence[int] | None = None) -> dict[str, float]:
-        """Mean and std of PSNR and SSIM over held-out views.
+        """Mean and std of PSNR and SSIM over held-out views (the ``eval_split`` views).
 
         Args:
-            views: indices into the eval dataset (the 57 held-out views per subject); None: all.
+            views: indices into the eval dataset (with the defaults, 43 test or 14 val views per subject);
+                None: all.
 
         Returns:
             ``psnr``, ``psnr_std``, ``ssim``, ``ssim_std`` (dB and unitless), as ``ns-eval`` reports them.

@@ -9,6 +9,10 @@ where ``mean`` and ``variance`` are a Gaussian fitted to the training subjects' 
 handful of subjects cannot estimate one variance per dimension). The optimisation starts from
 :func:`initial_codes`: the slice encoder's prediction from the new subject's scans when the model has
 an encoder and the scans are known, else the mean training code.
+
+The new subject's empty space is skipped outside :func:`input_view_occupancy`: the visual hull of its
+input view(s) alone, within the space where the field was trained (the union of the model's grids). Nothing
+else of the subject (its brain mask, its other views) is read.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import Tensor, nn
 
 from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.nerf.occupancy import OccupancyGrid
+from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,25 @@ def code_prior(model) -> tuple[Tensor, float]:
     return codes.mean(dim=0), max(variance, floor)
 
 
-def single_subject_model(model, code: Tensor):
+def input_view_occupancy(model, views: Tensor, cameras: Cameras) -> Tensor | None:
+    """[G, G, G] bool on the model's device: where a new subject seen only in ``views`` may be, or None when
+    ``model`` skips no space.
+
+    The visual hull of ``views`` [V, H, W] seen by ``cameras`` [V] (dilated by the model's
+    ``occupancy_margin``), intersected with the union of the model's occupancy grids: outside it the field
+    was never trained, so its density there means nothing.
+    """
+    if model.occupancy is None:
+        return None
+    hull = hull_of_views(views.detach().cpu(), cameras, model.occupancy.resolution, model.config.occupancy_margin)
+    return hull.to(model.occupancy.grids.device) & model.occupancy.grids.any(dim=0)
+
+
+def single_subject_model(model, code: Tensor, occupancy: Tensor | None):
     """A copy of ``model`` whose only subject (index 0, which rays without a subject render) has ``code``.
 
-    The copy has no slice encoder (its code is explicit) and no input scans, and skips only the space that
-    every training subject's occupancy grid skips (the new subject's brain mask is not known).
+    The copy has no slice encoder (its code is explicit) and no input scans, and skips the space outside
+    ``occupancy`` [G, G, G] bool (:func:`input_view_occupancy`; None: it evaluates every sample).
     """
     copied = copy.deepcopy(model)
     copied.subject_codes = nn.Embedding(1, code.numel()).to(code.device)
@@ -96,8 +114,7 @@ def single_subject_model(model, code: Tensor):
     for name in ("encoder_scans", "encoder_present", "encoder_spacing_mm"):
         if hasattr(copied, name):
             delattr(copied, name)
-    if copied.occupancy is not None:
-        copied.occupancy = OccupancyGrid(model.occupancy.grids.any(dim=0, keepdim=True))
+    copied.occupancy = None if occupancy is None else OccupancyGrid(occupancy[None]).to(code.device)
     return copied
 
 
@@ -126,7 +143,7 @@ def fit_single_view(
             f"views are {tuple(views.shape)} pixels for {len(camera)} camera(s) of {height} x {width}, expected one view each"
         )
     prior_mean, prior_variance = code_prior(model)
-    fitted = single_subject_model(model, initial_codes(model, scans))
+    fitted = single_subject_model(model, initial_codes(model, scans), input_view_occupancy(model, views, camera))
     fitted.eval()  # deterministic ray samples and no density noise: the field as it renders
     for parameter in fitted.field.parameters():
         parameter.requires_grad_(settings.finetune_field)
@@ -215,7 +232,8 @@ def reconstruct_from_view(
     views = view.reshape(len(indices), *view.shape[-2:])
     if not indices or not all(0 <= i < len(orbit) for i in indices) or len(set(indices)) != len(indices):
         raise MRIInputError(f"view indices must be distinct, in 0..{len(orbit) - 1}, got {indices}")
-    fitted, history = fit_single_view(model, views, orbit[torch.tensor(indices)], settings, scans)
+    input_cameras = orbit[torch.tensor(indices)]
+    fitted, history = fit_single_view(model, views, input_cameras, settings, scans)
     result = SingleViewResult(model=fitted, renders=render_orbit(fitted, orbit), history=history)
     if truth is None:
         return result
@@ -236,7 +254,8 @@ def reconstruct_from_view(
 
     result.scores = scores_of(fitted, result.renders)
     if baseline:
-        start = single_subject_model(model, initial_codes(model, scans))
+        occupancy = input_view_occupancy(model, views, input_cameras)
+        start = single_subject_model(model, initial_codes(model, scans), occupancy)
         start.eval()
         result.baseline_scores = scores_of(start, render_orbit(start, orbit))
     return result

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainedRun:
-    """A run loaded for evaluation (``test_mode="test"``: held-out views as the eval split)."""
+    """A run loaded for evaluation (``test_mode="test"``: the test views as the eval split)."""
 
     config: TrainerConfig
     pipeline: VanillaPipeline

@@ -6,9 +6,10 @@ RAS mm -> world by the subject's scene normalisation), chunked, with a progress 
 those of the preprocessed volume the views were rendered from (normalised and equalised, in [0, 1]),
 not the raw scanner values.
 
-Meshes: the brain is the estimate's iso-surface at the level that best reproduces the input's brain
-mask on the same grid (:func:`~mri_nerfstudio.grids.best_dice_threshold`); the tumour meshes come from
-the input's BraTS label map (the field learns intensities, not labels).
+Meshes: the brain is the estimate's iso-surface at a level read from the estimate alone
+(:func:`~mri_nerfstudio.grids.brain_level`: Otsu's threshold on the log of its positive values); the
+input's brain mask is never used to choose it, only to score it (``brain_dice``). The tumour meshes come
+from the input's BraTS label map (the field learns intensities, not labels).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.grids import (
     POINTS_PER_CHUNK,
     VoxelGrid,
-    best_dice_threshold,
+    brain_level,
     isotropic_grid,
     resample_onto,
     sample_on_grid,
     scanner_grid,
 )
 from mri_nerfstudio.mesh import MESH_FORMATS, label_meshes, surface_mesh, write_mesh
-from mri_nerfstudio.metrics import volume_fidelity
+from mri_nerfstudio.metrics import dice_coefficient, volume_fidelity
 from mri_nerfstudio.nerf.pipeline import field_at_world
 from mri_nerfstudio.prepare import PreparedSubject
 from mri_nerfstudio.volume import save_nifti
@@ -93,8 +94,10 @@ def export_subject(
 
     Returns:
         ``grid`` (shape, affine, spacing), ``volume`` (file name), ``volume_psnr`` / ``volume_ssim`` against
-        the preprocessed input on this grid inside the brain mask, ``brain_level`` and ``brain_dice``,
-        and ``meshes`` (name -> file names).
+        the preprocessed input on this grid inside the brain mask, with meshes ``brain_level`` (the brain
+        surface's iso-level, from the estimate alone: :func:`~mri_nerfstudio.grids.brain_level`) and
+        ``brain_dice`` (Dice of ``estimate > brain_level`` with the input's brain mask on this grid: a score
+        only, not used to choose the level), and ``meshes`` (name -> file names).
     """
     if model.view_mode == "mip":
         raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
@@ -122,8 +125,8 @@ def export_subject(
         "meshes": {},
     }
     if settings.meshes:
-        level, dice = best_dice_threshold(estimate, mask)
-        summary.update(brain_level=level, brain_dice=dice)
+        level = brain_level(estimate)
+        summary.update(brain_level=level, brain_dice=dice_coefficient(estimate > level, mask))
         meshes = {"brain": surface_mesh(estimate, level, grid.affine)}
         if volume.seg is not None:
             meshes.update(label_meshes(volume.seg, volume.affine))
