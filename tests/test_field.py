@@ -102,6 +102,44 @@ def test_code_of_the_wrong_size_is_refused():
         field(samples)
 
 
+@pytest.mark.parametrize("backbone", ["mlp", "grid"])
+@pytest.mark.parametrize("training", [False, True])
+def test_tied_colour_is_density_over_k_at_every_sample(backbone, training):
+    """One intensity per point: colour = density / k in all three channels, on both evaluation paths
+    (nerfstudio's ``forward`` and the flat ``point_outputs`` that empty-space skipping calls), with the
+    training-mode density noise too."""
+    k = 2.5
+    field = ConditionalRadianceField(
+        _backbones()[backbone], density_activation="softplus", density_noise_std=1.0, colour="tied", density_scale=k
+    )
+    field.train(training)
+    samples = _with_codes(_ray_samples(), torch.randn(SHAPE_DIM), torch.randn(APPEARANCE_DIM))
+    torch.manual_seed(3)
+    outputs = field(samples)
+    density, rgb = outputs[FieldHeadNames.DENSITY], outputs[FieldHeadNames.RGB]
+    assert rgb.shape == (6, 5, 3) and bool((density > 0).all())
+    torch.testing.assert_close(rgb, (density / k).expand(6, 5, 3))
+    positions = samples.frustums.get_positions().reshape(-1, 3)
+    directions = samples.frustums.directions.expand(6, 5, 3).reshape(-1, 3)
+    torch.manual_seed(3)
+    flat_density, flat_rgb = field.point_outputs(
+        positions, directions, torch.randn(30, SHAPE_DIM), torch.randn(30, APPEARANCE_DIM)
+    )
+    torch.testing.assert_close(flat_rgb, (flat_density / k).expand(30, 3))
+
+
+def test_tied_colour_ignores_the_appearance_code_and_free_colour_is_the_default():
+    assert ConditionalRadianceField(_backbones()["grid"]).colour == "free"
+    field = ConditionalRadianceField(_backbones()["grid"], colour="tied", density_scale=3.0).eval()
+    first = field(_with_codes(_ray_samples(), torch.zeros(SHAPE_DIM), torch.zeros(APPEARANCE_DIM)))
+    second = field(_with_codes(_ray_samples(), torch.zeros(SHAPE_DIM), torch.ones(APPEARANCE_DIM)))
+    torch.testing.assert_close(first[FieldHeadNames.RGB], second[FieldHeadNames.RGB])
+    with pytest.raises(ValueError, match="colour"):
+        ConditionalRadianceField(_backbones()["grid"], colour="painted")
+    with pytest.raises(ValueError, match="density_scale"):
+        ConditionalRadianceField(_backbones()["grid"], colour="tied", density_scale=0.0)
+
+
 def test_density_noise_only_in_training_mode():
     field = ConditionalRadianceField(_backbones()["grid"], density_activation="softplus", density_noise_std=1.0)
     samples = _with_codes(_ray_samples(), torch.zeros(SHAPE_DIM), torch.zeros(APPEARANCE_DIM))

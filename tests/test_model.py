@@ -9,6 +9,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.field_heads import FieldHeadNames
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.encoder import SliceEncoderConfig
@@ -98,6 +99,39 @@ def test_a_few_steps_fit_a_tiny_ray_batch(preset):
         loss = sum(loss_dict.values())
         optimizer.zero_grad()
         loss.backward()
+        optimizer.step()
+        losses.append(float(loss_dict["rgb_loss"]))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("view_mode", ["volume", "mip"])
+def test_tied_colour_renders_density_over_k_as_the_views_were_formed(view_mode):
+    """``volume``: the pixel is emission-absorption with colour = density / k; ``mip``: the largest density / k."""
+    model = _model(view_mode, colour="tied").eval()
+    assert model.field.colour == "tied" and model.field.density_scale == 3.0
+    bundle = _rays(32, subject_index=[0] * 32)
+    samples = model._conditioned(model.sampler(model.collider(bundle)), model.codes_of(torch.zeros(32).long()))
+    with torch.no_grad():
+        intensity = model.field(samples)[FieldHeadNames.DENSITY] / 3.0  # [32, S, 1]
+        rgb = model(bundle)["rgb"]
+    if view_mode == "volume":
+        expected = (samples.get_weights(3.0 * intensity) * intensity).sum(dim=-2)
+    else:
+        expected = (intensity * (samples.deltas > 0)).amax(dim=-2)
+    torch.testing.assert_close(rgb, expected.expand(32, 3))
+
+
+def test_a_few_steps_fit_a_tiny_ray_batch_with_the_tied_colour():
+    model = _model(colour="tied")
+    groups = model.get_param_groups()
+    optimizer = torch.optim.Adam([{"params": groups["fields"], "lr": 0.05}, {"params": groups["codes"], "lr": 1e-2}])
+    bundle = _rays(128, subject_index=[0] * 128)
+    batch = {"image": _target(bundle)}
+    losses = []
+    for _ in range(30):
+        loss_dict = model.get_loss_dict(model(bundle.flatten()), batch)
+        optimizer.zero_grad()
+        sum(loss_dict.values()).backward()
         optimizer.step()
         losses.append(float(loss_dict["rgb_loss"]))
     assert losses[-1] < 0.5 * losses[0], losses

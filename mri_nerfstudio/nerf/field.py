@@ -12,6 +12,10 @@ One nerfstudio :class:`Field` (:class:`ConditionalRadianceField`) with two inter
 The field reads the conditioning from ``ray_samples.metadata`` (``"shape_code"`` [..., Ds] and
 ``"appearance_code"`` [..., Da], broadcastable to the samples): the model puts the subject's codes
 there. Missing codes are zeros, the mean of the codes' prior.
+
+The colour is either ``free`` (the backbone's colour head, conditioned on the appearance code) or
+``tied`` to the density: one intensity ``I`` per point, density ``k * I`` and colour ``I``, the image
+formation of the views themselves (:func:`mri_nerfstudio.views.render_views`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.fields.base_field import Field
 from torch import Tensor, nn
 
+from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
+
 DensityActivation = Literal["relu", "softplus"]
+ColourModel = Literal["free", "tied"]
+COLOUR_MODELS: tuple[str, ...] = ("free", "tied")
 
 
 class PositionalEncoding(nn.Module):
@@ -235,13 +243,17 @@ class ConditionalRadianceField(Field):
     """Density and colour of a subject, conditioned on its shape and appearance codes.
 
     Outputs (for ray samples of batch shape ``[...]``): ``FieldHeadNames.DENSITY`` [..., 1] >= 0 (per
-    world unit) and ``FieldHeadNames.RGB`` [..., 3] in [0, 1].
+    world unit) and ``FieldHeadNames.RGB`` [..., 3]: in [0, 1] with the ``free`` colour, ``density / k``
+    (>= 0, the intensity; the same in the three channels) with the ``tied`` colour.
 
     Args:
         backbone: the network (:class:`MLPBackbone` or :class:`FeatureGridBackbone`).
         density_activation: ``relu`` (GRAF) or ``softplus`` (smooth, never stuck at zero: the grid).
         density_noise_std: standard deviation of the Gaussian noise added to the density logits in
             training mode (GRAF's regulariser); the model anneals it through this attribute.
+        colour: ``free``: the backbone's colour head; ``tied``: colour = density / k (the backbone's
+            colour head and the appearance code are then unused).
+        density_scale: k, density per unit intensity per world unit (> 0), for the ``tied`` colour.
     """
 
     def __init__(
@@ -249,13 +261,21 @@ class ConditionalRadianceField(Field):
         backbone: RadianceBackbone,
         density_activation: DensityActivation = "relu",
         density_noise_std: float = 0.0,
+        colour: ColourModel = "free",
+        density_scale: float = DEFAULT_DENSITY_SCALE,
     ):
         super().__init__()
         if density_activation not in ("relu", "softplus"):
             raise ValueError(f"density_activation must be 'relu' or 'softplus', got {density_activation!r}")
+        if colour not in COLOUR_MODELS:
+            raise ValueError(f"colour must be one of {COLOUR_MODELS}, got {colour!r}")
+        if not density_scale > 0:
+            raise ValueError(f"density_scale must be > 0, got {density_scale}")
         self.backbone = backbone
         self.density_activation = density_activation
         self.density_noise_std = density_noise_std
+        self.colour = colour
+        self.density_scale = density_scale
 
     def density(self, positions: Tensor, shape_code: Tensor, add_noise: bool = False) -> tuple[Tensor, Tensor]:
         """Density [N, 1] >= 0 (per world unit) and colour features [N, F].
@@ -283,7 +303,22 @@ class ConditionalRadianceField(Field):
             appearance_code: [N, Da].
         """
         density, features = self.density(positions, shape_code, add_noise=self.training)
+        if self.colour == "tied":
+            return density, self.tied_colour(density)
         return density, self.backbone.colour(features, directions, appearance_code)
+
+    def tied_colour(self, density: Tensor) -> Tensor:
+        """The ``tied`` colour: the intensity ``density / k`` in every channel, [..., 1] -> [..., 3]."""
+        return (density / self.density_scale).expand(*density.shape[:-1], 3)
+
+    def forward(self, ray_samples: RaySamples, compute_normals: bool = False) -> dict[FieldHeadNames, Tensor]:
+        """nerfstudio's :meth:`Field.forward`; with the ``tied`` colour, the colour comes from the density."""
+        if self.colour == "free":
+            return super().forward(ray_samples, compute_normals=compute_normals)
+        if compute_normals:
+            raise ValueError("ConditionalRadianceField has no normals")
+        density, _ = self.get_density(ray_samples)
+        return {FieldHeadNames.DENSITY: density, FieldHeadNames.RGB: self.tied_colour(density)}
 
     def sample_codes(self, ray_samples: RaySamples) -> tuple[Tensor, Tensor]:
         """The shape [..., Ds] and appearance [..., Da] codes of every sample (batch shape ``[...]``)."""

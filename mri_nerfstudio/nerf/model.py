@@ -43,7 +43,13 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.encoder import SliceEncoder, SliceEncoderConfig
-from mri_nerfstudio.nerf.field import ConditionalRadianceField, FeatureGridBackbone, MLPBackbone, RadianceBackbone
+from mri_nerfstudio.nerf.field import (
+    ColourModel,
+    ConditionalRadianceField,
+    FeatureGridBackbone,
+    MLPBackbone,
+    RadianceBackbone,
+)
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
@@ -108,6 +114,9 @@ class MRIMedNeRFModelConfig(ModelConfig):
     """Std of the noise on the density logits at step 0 (None: the preset's)."""
     density_noise_steps: Optional[int] = None
     """Steps over which the density noise decays linearly to 0 (0: no noise; None: the preset's)."""
+    colour: ColourModel = "free"
+    """``free``: a colour head conditioned on the appearance code. ``tied``: one intensity I per point,
+    density = k * I and colour = I, the views' own image formation (the appearance code is then unused)."""
     code_init_std: float = 0.01
     """Subject codes start as N(0, code_init_std^2)."""
     grid_resolutions: Tuple[int, ...] = (32, 64, 96)
@@ -176,6 +185,8 @@ class MRIMedNeRFModel(Model):
             self._make_backbone(),
             density_activation="relu" if self.preset.backbone == "mlp" else "softplus",
             density_noise_std=self.preset.density_noise_std,
+            colour=self.config.colour,
+            density_scale=self.density_scale,
         )
         code_dim = self.preset.shape_code_dim + self.preset.appearance_code_dim
         self.subject_codes = nn.Embedding(self.num_subjects, code_dim)
