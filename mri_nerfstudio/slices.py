@@ -74,16 +74,21 @@ class SlicePlane:
         }
 
 
+def rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """[3, 3] the right-handed rotation by ``angle`` radians about unit ``axis`` (Rodrigues' formula)."""
+    k = np.asarray(axis, dtype=np.float64)
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * cross @ cross
+
+
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[3, 3] the smallest rotation taking unit vector ``a`` onto unit vector ``b`` (Rodrigues' formula);
-    ``a . b`` must be >= 0 (at most a quarter turn), which :func:`oblique_plane` ensures."""
+    """[3, 3] the smallest rotation taking unit vector ``a`` onto unit vector ``b``; ``a . b`` must be >= 0 (at
+    most a quarter turn, where the axis ``a x b`` is well defined), which :func:`oblique_plane` ensures."""
     axis = np.cross(a, b)
-    sine, cosine = float(np.linalg.norm(axis)), float(np.dot(a, b))
+    sine = float(np.linalg.norm(axis))
     if sine < 1e-12:
         return np.eye(3)
-    k = axis / sine
-    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + sine * cross + (1.0 - cosine) * cross @ cross
+    return rotation_about(axis / sine, math.atan2(sine, float(np.dot(a, b))))
 
 
 def unit_normal(normal: np.ndarray | tuple[float, ...]) -> np.ndarray:

@@ -5,7 +5,11 @@ embedded MNI152 template unless ``--data`` is given), waits until the viewer ans
 run ``--min-steps`` steps, then drives headless Chromium over the Chrome DevTools Protocol: opens the
 viewer, selects the ``volume`` output in the "Output type" dropdown, and takes screenshots until the
 rendered brain is visible (a bright, textured blob in the centre of the 3D view, distinct from its
-border) or ``--render-timeout`` runs out. Training is stopped (its process group terminated) either way.
+border) or ``--render-timeout`` runs out. With ``--slice-offset-mm MM`` it then selects the ``slice``
+output (the field on a plane: coronal through the brain's centre by default), waits for a brain slice,
+types MM into the "Slice offset (mm)" control and waits for a different brain slice; the two
+screenshots are written beside ``--out`` (``*_slice.png``, ``*_slice_<MM>mm.png``). Training is stopped
+(its process group terminated) either way.
 
 The viewer's own camera starts outside the brain, framing it (``OrbitViewerCamera`` on the model), so
 nothing is clicked in the 3D view. "Max res" is lowered to ``--max-res`` (256 px) because a 512 px
@@ -18,6 +22,7 @@ Needs ``chromium`` on PATH (``scripts/install_system_deps.sh``). Exit status 0 w
 visible, 1 otherwise (with the reason); the PNG path is printed whenever a screenshot was taken.
 
     python scripts/viewer_screenshot.py --out viewer.png
+    python scripts/viewer_screenshot.py --out viewer.png --slice-offset-mm 25
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ SLIDER_NUMBER_INPUT_JS = """(() => {
   const slider = label && document.getElementById(label.htmlFor);
   const input = slider && [...slider.parentElement.querySelectorAll("input")].find((i) => i.type !== "hidden");
   if (!input) return null;
+  input.scrollIntoView({block: "center"});  // custom elements sit below the fold of the control panel
   const r = input.getBoundingClientRect();
   return {value: input.value, x: r.x + r.width / 2, y: r.y + r.height / 2};
 })()"""
@@ -187,7 +193,9 @@ class DevToolsPage:
         """The JSON value of a JavaScript expression evaluated in the page."""
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         if "exceptionDetails" in result:
-            raise ScreenshotError(f"JavaScript failed in the page: {result['exceptionDetails'].get('text')}")
+            details = result["exceptionDetails"]
+            reason = details.get("exception", {}).get("description") or details.get("text")
+            raise ScreenshotError(f"JavaScript failed in the page: {reason} (in {expression.strip()[:80]!r})")
         return result["result"].get("value")
 
     def click(self, x: float, y: float) -> None:
@@ -344,16 +352,23 @@ def viewer_step(page: DevToolsPage) -> int | None:
 
 
 def capture_brain(page: DevToolsPage, url: str, args: argparse.Namespace) -> tuple[np.ndarray, BrainVisibility]:
-    """Open the viewer, select the output, and screenshot until the brain is visible or time runs out.
-
-    The viewer first streams small, fast renders, then one at its "Max res" once the camera is still:
-    a screenshot counts only when the last render is at full size (``--max-res`` on its longer side).
-    """
+    """Open the viewer, select the output, and screenshot until the brain is visible or time runs out."""
     page.set_viewport(*args.window)
     page.call("Page.navigate", url=url)
     wait_until(lambda: "Connected" in page_text(page), 60, "the viewer page to connect to its server")
     select_output(page, args.output, args.render_timeout)
     set_slider(page, "Max res", args.max_res)
+    return capture_when(page, args, lambda screenshot, visibility: visibility.visible())
+
+
+def capture_when(
+    page: DevToolsPage, args: argparse.Namespace, done: Callable[[np.ndarray, BrainVisibility], bool]
+) -> tuple[np.ndarray, BrainVisibility]:
+    """Screenshot until a full-size render satisfies ``done(screenshot, visibility)`` or time runs out.
+
+    The viewer first streams small, fast renders, then one at its "Max res" once the camera is still:
+    a screenshot counts only when the last render is at full size (``--max-res`` on its longer side).
+    """
     view_box = wait_until(lambda: page.evaluate(THREE_CANVAS_JS), 10, "the viewer's 3D canvas")
     page.hover(args.window[0] / 2, 1)  # over the title bar: no tooltip in the picture, the camera stays put
     deadline = time.monotonic() + args.render_timeout
@@ -361,9 +376,45 @@ def capture_brain(page: DevToolsPage, url: str, args: argparse.Namespace) -> tup
         sharp = max(render_resolution(page)) >= args.max_res
         screenshot = page.screenshot()
         visibility = measure_brain_visibility(screenshot, tuple(view_box))
-        if (sharp and visibility.visible()) or time.monotonic() > deadline:
+        if (sharp and done(screenshot, visibility)) or time.monotonic() > deadline:
             return screenshot, visibility
         time.sleep(2.0)
+
+
+def view_change(before: np.ndarray, after: np.ndarray, view_box: tuple[int, int, int, int]) -> float:
+    """Mean absolute grey-level change (0..1) inside the 3D view between two screenshots."""
+    left, top, right, bottom = view_box
+    crop = [image[top:bottom, left:right].astype(np.float32).mean(axis=-1) / 255.0 for image in (before, after)]
+    return float(np.abs(crop[1] - crop[0]).mean())
+
+
+def check_slice(
+    page: DevToolsPage, args: argparse.Namespace, before: np.ndarray
+) -> list[tuple[str, np.ndarray, str]]:
+    """Pick the ``slice`` output, then move the plane by ``--slice-offset-mm``: both must show a brain slice,
+    each different from the screenshot before it (``before``: the other output's). Returns (name, screenshot,
+    description) for each."""
+    view_box = tuple(page.evaluate(THREE_CANVAS_JS))
+    select_output(page, "slice", args.render_timeout)
+    first, visibility = capture_when(
+        page, args, lambda screenshot, seen: seen.visible() and view_change(before, screenshot, view_box) > 0.01
+    )
+    if not (visibility.visible() and view_change(before, first, view_box) > 0.01):
+        raise ScreenshotError(f"no new brain slice in the 'slice' output: {visibility.describe()}")
+    set_slider(page, "Slice offset (mm)", args.slice_offset_mm)
+    moved, moved_visibility = capture_when(
+        page, args, lambda screenshot, seen: seen.visible() and view_change(first, screenshot, view_box) > 0.01
+    )
+    change = view_change(first, moved, view_box)
+    if not (moved_visibility.visible() and change > 0.01):
+        raise ScreenshotError(
+            f"moving the plane to {args.slice_offset_mm} mm changed the view by {change:.3f} "
+            f"({moved_visibility.describe()})"
+        )
+    return [
+        ("slice", first, visibility.describe()),
+        (f"slice_{args.slice_offset_mm}mm", moved, f"{moved_visibility.describe()}, changed by {change:.3f}"),
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -375,6 +426,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=400, help="ns-train --max-num-iterations")
     parser.add_argument("--min-steps", type=int, default=100, help="training steps before the browser opens")
     parser.add_argument("--output", default="volume", help="viewer output type to select")
+    parser.add_argument(
+        "--slice-offset-mm",
+        type=int,
+        default=None,
+        help="then pick the 'slice' output, move its plane to this offset and check both show a brain slice",
+    )
     parser.add_argument("--max-res", type=int, default=256, help="the viewer's Max res (512 is slow on CPU)")
     parser.add_argument("--window", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"))
     parser.add_argument("--start-timeout", type=float, default=600, help="seconds for data preparation + steps")
@@ -408,13 +465,19 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
             screenshot, visibility = capture_brain(page, f"http://127.0.0.1:{port}", args)
             width, height = render_resolution(page)
             step = viewer_step(page)
-        save_png(screenshot, args.out)
-        log(f"{args.out.resolve()}")
-        log(f"{args.output!r} rendered at {width}x{height} px, viewer at step {step}: {visibility.describe()}")
-        if not visibility.visible():
-            log("FAILED: no brain visible in the centre of the viewer", error=True)
-            return 1
-        log(f"OK: the rendered brain ({args.output!r} output) is visible")
+            save_png(screenshot, args.out)
+            log(f"{args.out.resolve()}")
+            log(f"{args.output!r} rendered at {width}x{height} px, viewer at step {step}: {visibility.describe()}")
+            if not visibility.visible():
+                log("FAILED: no brain visible in the centre of the viewer", error=True)
+                return 1
+            log(f"OK: the rendered brain ({args.output!r} output) is visible")
+            if args.slice_offset_mm is not None:
+                for name, image, description in check_slice(page, args, screenshot):
+                    path = args.out.with_name(f"{args.out.stem}_{name}.png")
+                    save_png(image, path)
+                    log(f"{path.resolve()}: {description}")
+                log(f"OK: the 'slice' output shows a brain slice and follows the plane to {args.slice_offset_mm} mm")
         return 0
     finally:
         if browser is not None:

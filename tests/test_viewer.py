@@ -149,10 +149,14 @@ def test_brain_visibility_needs_a_bright_textured_centre():
 def test_live_viewer_shows_the_brain_in_headless_chromium(tmp_path: Path):
     out = tmp_path / "viewer.png"
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps", "50"],
+        [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps", "50",
+         "--slice-offset-mm", "25"],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: the rendered brain ('volume' output) is visible" in result.stdout
     assert Image.open(out).size == (1280, 800)
+    # The slice output: a brain slice on the default (coronal) plane, and another one 25 mm further.
+    assert "OK: the 'slice' output shows a brain slice and follows the plane to 25 mm" in result.stdout
+    assert Image.open(tmp_path / "viewer_slice.png").size == Image.open(tmp_path / "viewer_slice_25mm.png").size

@@ -166,6 +166,7 @@ class MRIDataParser(DataParser):
                 "view_index": torch.tensor(view_index),
                 "subject_names": [subject.name for subject in self.subjects],
                 "prepared_dirs": [str(subject.directory) for subject in self.subjects],
+                "scene_radius_mm": [subject.normalization.radius_mm for subject in self.subjects],
                 **self._training_views(training),
                 "view_mode": settings.view_mode,
                 "density_scale": settings.density_scale,

@@ -53,6 +53,7 @@ from mri_nerfstudio.nerf.field import (
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
+from mri_nerfstudio.nerf.viewer_slice import ViewerSlicePlane, difference_colours
 from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
 from mri_nerfstudio.volume import MODALITIES
 
@@ -161,7 +162,11 @@ class MRIMedNeRFModel(Model):
     the ray origin) and ``volume`` [..., 3] (mean intensity along the ray, see
     :class:`~mri_nerfstudio.nerf.renderers.MeanIntensityRenderer`). Outside training, also ``scan``
     [..., 3]: the input scan of the modality chosen in the viewer's "Scan modality" dropdown, on the
-    encoder's working grid, averaged along the ray (to compare the learned volume with each modality).
+    encoder's working grid, averaged along the ray (to compare the learned volume with each modality),
+    and ``slice``, ``slice_scan``, ``slice_difference`` [..., 3]: the field, that scan and their difference
+    where the ray crosses the plane chosen under the viewer's "Slice" controls
+    (:mod:`~mri_nerfstudio.nerf.viewer_slice`; ``scene_radius_mm`` per subject from the metadata places it
+    in millimetres).
 
     The web viewer opens on the brain (:class:`~mri_nerfstudio.nerf.viewer_camera.OrbitViewerCamera`).
     """
@@ -222,6 +227,9 @@ class MRIMedNeRFModel(Model):
         self.viewer_modality = ViewerDropdown(
             "Scan modality", MODALITIES[0], list(MODALITIES), hint="Modality of the 'scan' output (input scan)"
         )
+        # Without the mri-data dataparser's radii (unit tests), one world unit counts as one millimetre.
+        self.scene_radius_mm = [float(r) for r in metadata.get("scene_radius_mm", [1.0] * self.num_subjects)]
+        self.viewer_slice = ViewerSlicePlane(max(self.scene_radius_mm))
 
     def _set_up_encoder(self, metadata: dict, code_dim: int) -> None:
         """``self.encoder`` (or None) and its inputs as buffers, from the config and the metadata."""
@@ -335,22 +343,51 @@ class MRIMedNeRFModel(Model):
         outputs["volume"] = self.mean_intensity(density=density, ray_samples=ray_samples)
         if not self.training and hasattr(self, "encoder_scans"):
             outputs["scan"] = self._input_scan_along_rays(ray_samples, subjects)
+        if not self.training:
+            outputs.update(self._slice_outputs(ray_bundle, subjects))
         return outputs
+
+    def _slice_outputs(self, ray_bundle: RayBundle, subjects: Tensor) -> dict[str, Tensor]:
+        """Where each ray crosses the viewer's slice plane (:mod:`~mri_nerfstudio.nerf.viewer_slice`): ``slice``
+        (the field's intensity estimate), with the input scans also ``slice_scan`` (the "Scan modality") and
+        ``slice_difference`` (field - scan, red / blue); each [..., 3], black where the ray misses the plane."""
+        batch_shape = ray_bundle.origins.shape[:-1]
+        origins, directions = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
+        flat_subjects = subjects.reshape(-1)
+        field = torch.zeros(len(origins), device=origins.device)
+        scan = torch.zeros_like(field)
+        hits = torch.zeros(len(origins), dtype=torch.bool, device=origins.device)
+        for subject in torch.unique(flat_subjects).tolist():
+            rays = flat_subjects == subject
+            points, hit = self.viewer_slice.crossings(origins[rays], directions[rays], self.scene_radius_mm[subject])
+            hits[rays] = hit
+            field[rays] = self.volume_on_grid(points, subject) * hit
+            if hasattr(self, "encoder_scans"):
+                scan[rays] = self._scan_at(points, subject) * hit
+        outputs = {"slice": field.reshape(*batch_shape, 1).expand(*batch_shape, 3)}
+        if hasattr(self, "encoder_scans"):
+            outputs["slice_scan"] = scan.reshape(*batch_shape, 1).expand(*batch_shape, 3)
+            outputs["slice_difference"] = difference_colours(field - scan, hits).reshape(*batch_shape, 3)
+        return outputs
+
+    def _scan_at(self, points: Tensor, subject: int) -> Tensor:
+        """[P]: the "Scan modality" input scan of ``subject`` on the encoder's working grid at world ``points``
+        [P, 3] (trilinear; 0 outside the grid)."""
+        channel = MODALITIES.index(self.viewer_modality.value)
+        volume = self.encoder_scans[subject, channel][None, None]  # [1, 1, Z, X, Y]
+        # The working grid's axes are (z, x, y); grid_sample reads coordinates as (y, x, z) here.
+        grid = points[..., [1, 0, 2]].reshape(1, 1, -1, 1, 3).float()
+        return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(-1)
 
     def _input_scan_along_rays(self, ray_samples: RaySamples, subjects: Tensor) -> Tensor:
         """The chosen modality's working-grid scan averaged along each ray (like ``volume``), [..., 3] in [0, 1]."""
-        channel = MODALITIES.index(self.viewer_modality.value)
         positions = ray_samples.frustums.get_positions()  # [..., S, 3] world
         samples_per_ray = positions.shape[-2]
         flat_positions, flat_subjects = positions.reshape(-1, samples_per_ray, 3), subjects.reshape(-1)
         scan = torch.zeros(flat_positions.shape[:2], device=positions.device)
         for subject in torch.unique(flat_subjects).tolist():
             rays = flat_subjects == subject
-            volume = self.encoder_scans[subject, channel][None, None]  # [1, 1, Z, X, Y]
-            # The working grid's axes are (z, x, y); grid_sample reads coordinates as (y, x, z) here.
-            grid = flat_positions[rays][..., [1, 0, 2]].reshape(1, 1, -1, 1, 3).float()
-            sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            scan[rays] = sampled.reshape(-1, samples_per_ray)
+            scan[rays] = self._scan_at(flat_positions[rays].reshape(-1, 3), subject).reshape(-1, samples_per_ray)
         deltas = ray_samples.deltas[..., 0]  # [..., S]
         mean = (scan.reshape(deltas.shape) * deltas).sum(dim=-1, keepdim=True) / deltas.sum(dim=-1, keepdim=True).clamp(min=1e-8)
         return mean.expand(*mean.shape[:-1], 3)
