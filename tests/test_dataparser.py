@@ -17,7 +17,6 @@ from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.dataparser import MRIDataParserConfig
 from mri_nerfstudio.nerf.dataset import MRIViewDataset
 from mri_nerfstudio.prepare import PrepareConfig
-from mri_nerfstudio.view_split import count_line, split_views
 
 SMALL = PrepareConfig(image_size=24)
 NS_TRAIN = Path(sys.executable).with_name("ns-train")
@@ -82,49 +81,6 @@ def test_camera_rays_reproduce_the_prepared_views(parser):
 def test_train_every_must_hold_out_views(phantom_root, tmp_path):
     with pytest.raises(MRIInputError, match="train_every"):
         MRIDataParserConfig(data=phantom_root, cache_dir=tmp_path, train_every=1).setup()
-
-
-def test_train_every_18_leaves_4_training_views_and_disjoint_val_and_test():
-    split = split_views(views.make_orbit_cameras(), "volume", train_every=18)
-    assert split.train == (0, 18, 36, 54)
-    assert split.val == tuple(range(2, 72, 5)) and len(split.test) == 72 - 4 - 14
-    assert not set(split.train) & set(split.val) and not set(split.val) & set(split.test)
-    assert not set(split.train) & set(split.test)
-    assert set(split.train) | set(split.val) | set(split.test) == set(range(72))
-
-
-@pytest.mark.parametrize("view_mode", ["drr", "mip"])
-def test_mirror_copies_of_training_views_are_left_out_of_test_in_drr_and_mip(view_mode):
-    split = split_views(views.make_orbit_cameras(), view_mode)
-    # The views from behind the training views, azimuth + 180 degrees: 36, 41, ..., 71 and 4, 9, ..., 34.
-    mirrors = {(i + 36) % 72 for i in range(0, 72, 5)}
-    assert set(split.test_mirror_copies) == mirrors and len(mirrors) == 15
-    assert len(split.test) == 43 - 15 and not mirrors & set(split.test)
-    assert split.val == tuple(range(2, 72, 5)) and split.val_mirror_copies == ()  # none of them is a copy
-    line = count_line(split, "test", view_mode, subjects=1)
-    assert line == f"test: 28 views (1 subject(s) x 28; 15 mirror copies of training views left out, {view_mode})"
-    # Every training view's mirror is a training view when 36 is a multiple of train_every: none left out.
-    assert split_views(views.make_orbit_cameras(), view_mode, train_every=18).test_mirror_copies == ()
-
-
-def test_val_loses_its_mirror_copies_too():
-    split = split_views(views.make_orbit_cameras(), "drr", train_every=7)
-    # Views 27 and 57 (both 2 mod 5) are seen from behind training views 63 and 21; 7 and 42 are training views.
-    assert split.val_mirror_copies == (27, 57) and not {27, 57} & set(split.val)
-    assert len(split.val) == 14 - 2 - 2 and len(split.test_mirror_copies) == 11 - 2
-
-
-@pytest.mark.parametrize(
-    ("view_mode", "orbit"),
-    [
-        ("volume", {}),  # emission-absorption: the view from behind differs
-        ("drr", {"elevation_deg": 20.0}),  # azimuth + 180 at the same elevation looks down too: other rays
-        ("mip", {"projection": "perspective"}),  # rays from another centre
-    ],
-)
-def test_views_that_are_not_mirror_copies_stay_in_test(view_mode, orbit):
-    split = split_views(views.make_orbit_cameras(**orbit), view_mode)
-    assert split.test_mirror_copies == () and len(split.test) == 43
 
 
 def test_drr_views_from_behind_are_exact_mirror_images(phantom_subject_dir, parser, capsys):
