@@ -12,9 +12,10 @@ Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), e
   ``--spacing-mm`` in every direction (``--grid isotropic``: e.g. 1 mm across thick slices). Intensities
   are those of the preprocessed volume (normalised, equalised, in [0, 1]), not raw scanner values;
 - ``brain.ply`` / ``brain.stl``: the brain surface, in scanner (RAS) millimetres, at an iso-level read from
-  the reconstruction alone (Otsu's threshold on the log of its positive values: the brain mask is not used); ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS
-  2013-2016 labels only), ``enhancing`` (``.ply`` / ``.stl``) from the input's BraTS label map when there is
-  one, whatever its label convention;
+  the reconstruction alone (Otsu's threshold on the log of its positive values: the brain mask is not
+  used); ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS 2013-2016 labels only),
+  ``enhancing`` (``.ply`` / ``.stl``) from the input's BraTS label map when there is one, whatever its
+  label convention;
 - ``export.json``: the grid, the volume PSNR / SSIM against the preprocessed input on that grid inside
   the brain mask, the brain level and, as a score only, the Dice of the brain it encloses with the input's
   brain mask, and the files.
@@ -56,8 +57,7 @@ class ExportCommand:
 
 def run(command: ExportCommand) -> dict[str, dict]:
     """Export every selected subject; return ``export.json``'s content per subject name."""
-    from mri_nerfstudio.nerf.pipeline import prepared_subjects
-    from mri_nerfstudio.nerf.trained_run import load_mednerf_run
+    from mri_nerfstudio.nerf.trained_run import load_mednerf_run, selected_subjects
     from mri_nerfstudio.nerf.volume_export import ExportSettings, export_subject
 
     if command.grid not in ("scanner", "isotropic"):
@@ -66,20 +66,14 @@ def run(command: ExportCommand) -> dict[str, dict]:
     if command.grid == "isotropic" and not command.spacing_mm > 0:
         raise MRIInputError(f"--spacing-mm must be a positive number of millimetres, got {command.spacing_mm}")
     trained = load_mednerf_run(command.load_config)
-    subjects = prepared_subjects(trained.pipeline)
-    names = [prepared.name for prepared in subjects]
-    if command.subject is not None and command.subject not in names:
-        raise MRIInputError(f"--subject {command.subject!r} is not in this run; its subjects: {', '.join(names)}",
-                            command.load_config)
     summaries = {}
-    for index, prepared in enumerate(subjects):
-        if command.subject is not None and prepared.name != command.subject:
-            continue
+    for index, prepared in selected_subjects(trained, command.subject, command.load_config):
         print(f"[mri-export] {prepared.name}: {command.grid} grid", flush=True)
         summary = export_subject(trained.model, prepared, index, command.out / prepared.name, settings)
         print(
             f"[mri-export] {prepared.name}: {command.out / prepared.name}, grid {tuple(summary['grid']['shape'])}, "
-            f"volume PSNR {summary['volume_psnr']:.2f} dB, SSIM {summary['volume_ssim']:.3f} vs the preprocessed input; "
+            f"volume PSNR {summary['volume_psnr']:.2f} dB, SSIM {summary['volume_ssim']:.3f} "
+            "vs the preprocessed input; "
             f"meshes: {', '.join(summary['meshes']) or 'none'}",
             flush=True,
         )

@@ -188,23 +188,15 @@ def slice_subject(model, prepared, subject: int, command: SlicesCommand, out: Pa
 
 def run(command: SlicesCommand) -> dict[str, dict]:
     """Slice every selected subject; return ``slices.json``'s content per subject name."""
-    from mri_nerfstudio.nerf.pipeline import prepared_subjects
-    from mri_nerfstudio.nerf.trained_run import load_mednerf_run
+    from mri_nerfstudio.nerf.trained_run import load_mednerf_run, selected_subjects
 
     check_plane_arguments(command)
     trained = load_mednerf_run(command.load_config)
     if trained.model.view_mode == "mip":
         raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to slice",
                             command.load_config)
-    subjects = prepared_subjects(trained.pipeline)
-    names = [prepared.name for prepared in subjects]
-    if command.subject is not None and command.subject not in names:
-        raise MRIInputError(f"--subject {command.subject!r} is not in this run; its subjects: {', '.join(names)}",
-                            command.load_config)
     summaries = {}
-    for index, prepared in enumerate(subjects):
-        if command.subject is not None and prepared.name != command.subject:
-            continue
+    for index, prepared in selected_subjects(trained, command.subject, command.load_config):
         summary = slice_subject(trained.model, prepared, index, command, command.out / prepared.name)
         scores = ", ".join(
             f"{plane['label']}: {plane['psnr']:.1f} dB" if plane["psnr"] is not None else f"{plane['label']}: no brain"

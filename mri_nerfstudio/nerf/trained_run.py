@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 
     from mri_nerfstudio.nerf.model import MRIMedNeRFModel
+    from mri_nerfstudio.prepare import PreparedSubject
 
 
 @dataclass
@@ -83,3 +84,15 @@ def load_mednerf_run(config_path: Path) -> TrainedRun:
             config_path,
         )
     return load_run(config_path)
+
+
+def selected_subjects(run: TrainedRun, subject: str | None, config_path: Path) -> list[tuple[int, PreparedSubject]]:
+    """(index in the model, prepared subject) of every subject of ``run``, or of the one named ``subject``
+    (a one-line error naming the run's subjects when it has none of that name)."""
+    from mri_nerfstudio.nerf.pipeline import prepared_subjects
+
+    subjects = prepared_subjects(run.pipeline)
+    names = [prepared.name for prepared in subjects]
+    if subject is not None and subject not in names:
+        raise MRIInputError(f"--subject {subject!r} is not in this run; its subjects: {', '.join(names)}", config_path)
+    return [(index, prepared) for index, prepared in enumerate(subjects) if subject in (None, prepared.name)]
