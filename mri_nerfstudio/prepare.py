@@ -115,6 +115,17 @@ class PrepareConfig:
         if not self.target_spacing_mm > 0:
             raise MRIInputError(f"target_spacing_mm must be > 0 mm, got {self.target_spacing_mm}")
 
+    def orbit_cameras(self) -> views.ViewCameras:
+        """The cameras of the orbit these view settings describe (the same for every subject)."""
+        return views.make_orbit_cameras(
+            n_views=self.n_views,
+            step_deg=self.step_deg,
+            elevation_deg=self.elevation_deg,
+            radius=self.camera_radius,
+            image_size=self.image_size,
+            projection=self.projection,
+        )
+
 
 @dataclass
 class PreparedSubject:
@@ -211,14 +222,7 @@ def render_subject_views(
         normalisation from RAS mm to the world frame (brain in the unit sphere).
     """
     normalization = views.scene_normalization(volume.brain_mask(), volume.affine)
-    cameras = views.make_orbit_cameras(
-        n_views=config.n_views,
-        step_deg=config.step_deg,
-        elevation_deg=config.elevation_deg,
-        radius=config.camera_radius,
-        image_size=config.image_size,
-        projection=config.projection,
-    )
+    cameras = config.orbit_cameras()
     world_from_voxel = normalization.world_from_ras() @ volume.affine
     images = views.render_views(
         torch.from_numpy(volume.images[volume.reference]),

@@ -109,18 +109,6 @@ def opposite_views(cameras: views.ViewCameras) -> list[int | None]:
     return [int(row.nonzero()[0, 0]) if bool(row.any()) else None for row in opposite]
 
 
-def orbit_cameras(prepare: PrepareConfig) -> views.ViewCameras:
-    """The orbit's cameras from the view settings of a :class:`~mri_nerfstudio.prepare.PrepareConfig`."""
-    return views.make_orbit_cameras(
-        n_views=prepare.n_views,
-        step_deg=prepare.step_deg,
-        elevation_deg=prepare.elevation_deg,
-        radius=prepare.camera_radius,
-        image_size=prepare.image_size,
-        projection=prepare.projection,
-    )
-
-
 def split_views(
     cameras: views.ViewCameras,
     view_mode: str,
@@ -180,7 +168,7 @@ def orbit_view_split(
     val_offset: int = DEFAULT_VAL_OFFSET,
 ) -> ViewSplit:
     """:func:`split_views` of the orbit a :class:`~mri_nerfstudio.prepare.PrepareConfig` describes."""
-    return split_views(orbit_cameras(prepare), prepare.view_mode, train_every, val_every, val_offset)
+    return split_views(prepare.orbit_cameras(), prepare.view_mode, train_every, val_every, val_offset)
 
 
 def count_line(split: ViewSplit, name: Split | str, view_mode: str, subjects: int) -> str:
