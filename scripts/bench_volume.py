@@ -41,6 +41,7 @@ import torch
 from bench_quality import evenly_spaced, machine_info, write_json
 
 from mri_nerfstudio import classical_reconstruction as classical
+from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.pipeline import reconstruct_in_mask
@@ -380,9 +381,8 @@ def plot(slices_per_subject: dict[str, dict[str, np.ndarray]], views: int, path:
             axis.axis("off")
     figure.suptitle(f"axial mid-slice, inside the brain mask: truth and each estimate from {views} views", fontsize=9)
     figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=110)
-    temporary.replace(path)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:
