@@ -344,16 +344,19 @@ class MRIMedNeRFModel(Model):
         if not self.training and hasattr(self, "encoder_scans"):
             outputs["scan"] = self._input_scan_along_rays(ray_samples, subjects)
         if not self.training:
-            outputs.update(self._slice_outputs(ray_bundle, subjects))
+            outputs.update(self._slice_outputs(ray_bundle, subjects, codes))
         return outputs
 
-    def _slice_outputs(self, ray_bundle: RayBundle, subjects: Tensor) -> dict[str, Tensor]:
+    @torch.no_grad()
+    def _slice_outputs(self, ray_bundle: RayBundle, subjects: Tensor, codes: Tensor) -> dict[str, Tensor]:
         """Where each ray crosses the viewer's slice plane (:mod:`~mri_nerfstudio.nerf.viewer_slice`): ``slice``
-        (the field's intensity estimate), with the input scans also ``slice_scan`` (the "Scan modality") and
-        ``slice_difference`` (field - scan, red / blue); each [..., 3], black where the ray misses the plane."""
+        (the field's intensity estimate, from the rays' ``codes`` [..., Ds + Da]), with the input scans also
+        ``slice_scan`` (the "Scan modality") and ``slice_difference`` (field - scan, red / blue); each [..., 3],
+        black where the ray misses the plane."""
         batch_shape = ray_bundle.origins.shape[:-1]
         origins, directions = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
         flat_subjects = subjects.reshape(-1)
+        shape_codes = codes.reshape(-1, codes.shape[-1])[:, : self.preset.shape_code_dim]
         field = torch.zeros(len(origins), device=origins.device)
         scan = torch.zeros_like(field)
         hits = torch.zeros(len(origins), dtype=torch.bool, device=origins.device)
@@ -361,7 +364,8 @@ class MRIMedNeRFModel(Model):
             rays = flat_subjects == subject
             points, hit = self.viewer_slice.crossings(origins[rays], directions[rays], self.scene_radius_mm[subject])
             hits[rays] = hit
-            field[rays] = self.volume_on_grid(points, subject) * hit
+            intensity = self._intensity_at(points, shape_codes[rays][0], subject).float()  # float32 under autocast
+            field[rays] = intensity * hit
             if hasattr(self, "encoder_scans"):
                 scan[rays] = self._scan_at(points, subject) * hit
         outputs = {"slice": field.reshape(*batch_shape, 1).expand(*batch_shape, 3)}
@@ -448,9 +452,15 @@ class MRIMedNeRFModel(Model):
         intensity = torch.zeros(len(points_world), dtype=torch.float32, device=points_world.device)
         for start in range(0, len(points_world), points_per_chunk):
             points = points_world[start : start + points_per_chunk].to(self.device, torch.float32)
-            density, _ = self.field.density(points, shape_code.expand(len(points), -1))
-            inside = points.norm(dim=-1) <= 1.0
-            if self.config.skip_empty_space and self.occupancy is not None:
-                inside &= self.occupancy.occupied(points, torch.tensor(subject, device=points.device))
-            intensity[start : start + len(points)] = (density[:, 0] * inside / self.density_scale).to(intensity.device)
+            values = self._intensity_at(points, shape_code, subject)
+            intensity[start : start + len(points)] = values.to(intensity.device)
         return intensity
+
+    def _intensity_at(self, points: Tensor, shape_code: Tensor, subject: int) -> Tensor:
+        """[P] ``density / k`` at world ``points`` [P, 3] for ``subject``'s shape code [Ds]; 0 outside the unit
+        sphere and, when empty space is skipped, outside the subject's occupancy grid."""
+        density, _ = self.field.density(points, shape_code.expand(len(points), -1))
+        inside = points.norm(dim=-1) <= 1.0
+        if self.config.skip_empty_space and self.occupancy is not None:
+            inside &= self.occupancy.occupied(points, torch.tensor(subject, device=points.device))
+        return density[:, 0] * inside / self.density_scale
