@@ -34,7 +34,7 @@ subject is scored on the same views.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from mri_nerfstudio import views
@@ -169,6 +169,18 @@ def orbit_view_split(
 ) -> ViewSplit:
     """:func:`split_views` of the orbit a :class:`~mri_nerfstudio.prepare.PrepareConfig` describes."""
     return split_views(prepare.orbit_cameras(), prepare.view_mode, train_every, val_every, val_offset)
+
+
+def restrict_training_views(split: ViewSplit, kept: tuple[int, ...] | list[int]) -> ViewSplit:
+    """``split`` training on the views ``kept`` only (e.g. an ensemble member's subset): val and test are
+    unchanged, and the training views left out belong to no split (they are neither trained on nor scored)."""
+    kept = tuple(sorted(set(int(view) for view in kept)))
+    strangers = [view for view in kept if view not in split.train]
+    if not kept or strangers:
+        raise MRIInputError(
+            f"train_view_subset must name views of the train split {list(split.train)}, got {list(kept) or 'none'}"
+        )
+    return replace(split, train=kept)
 
 
 def count_line(split: ViewSplit, name: Split | str, view_mode: str, subjects: int) -> str:

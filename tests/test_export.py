@@ -17,6 +17,7 @@ from mri_nerfstudio.grids import VoxelGrid, brain_level
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.pipeline import prepared_subjects, reconstruct_in_mask
 from mri_nerfstudio.nerf.trained_run import load_mednerf_run
+from mri_nerfstudio.uncertainty import blend_spread
 
 SUBJECT = "BraTS2021_00000"
 
@@ -88,6 +89,33 @@ def test_isotropic_export_is_finer_with_the_same_orientation(trained_phantom_run
     assert summary["meshes"] == {} and summary["volume_psnr"] > 10.0
 
 
+def test_the_uncertainty_map_lies_beside_the_reconstruction_on_its_grid(exported):
+    volume = nib.load(exported / "reconstruction.nii.gz")
+    image = nib.load(exported / "uncertainty.nii.gz")
+    assert image.shape == volume.shape and np.allclose(image.affine, volume.affine)
+    # Without an ensemble, the blend term of the exported estimate: 0 where it is black, largest between tissues.
+    np.testing.assert_allclose(np.asarray(image.dataobj), blend_spread(np.asarray(volume.dataobj)), atol=1e-6)
+    summary = json.loads((exported / "export.json").read_text())["uncertainty"]
+    assert summary["file"] == "uncertainty.nii.gz" and summary["terms"] == ["blend"] and summary["members"] == []
+    assert -1.0 <= summary["spearman"] <= 1.0 and len(summary["deciles"]) == 10
+
+
+def test_an_ensemble_of_short_fits_adds_its_spread_to_the_uncertainty(trained_phantom_run, tmp_path, capsys):
+    export_main(["--load-config", str(trained_phantom_run), "--out", str(tmp_path), "--no-meshes",
+                 "--uncertainty-members", "2", "--uncertainty-steps", "30"])
+    assert "uncertainty.nii.gz (blend + ensemble) ranks the error" in capsys.readouterr().out
+    estimate = np.asarray(nib.load(tmp_path / SUBJECT / "reconstruction.nii.gz").dataobj)
+    uncertainty = np.asarray(nib.load(tmp_path / SUBJECT / "uncertainty.nii.gz").dataobj)
+    blend = blend_spread(estimate)
+    assert (uncertainty >= blend - 1e-6).all() and (uncertainty - blend).max() > 0.05  # the variances add
+    summary = json.loads((tmp_path / SUBJECT / "export.json").read_text())["uncertainty"]
+    assert summary["terms"] == ["blend", "ensemble"]
+    members = summary["members"]
+    assert [member["seed"] for member in members] == [1, 2] and all(m["steps"] == 30 for m in members)
+    training_views = set(range(0, 72, 5))
+    assert all(len(m["views"]) == 12 and set(m["views"]) <= training_views for m in members)
+
+
 def test_export_rejects_bad_input(trained_phantom_run, tmp_path, capsys):
     def error_of(*args: str) -> str:
         with pytest.raises(SystemExit) as exit_info:
@@ -98,6 +126,10 @@ def test_export_rejects_bad_input(trained_phantom_run, tmp_path, capsys):
     assert "is not in this run; its subjects: BraTS2021_00000" in error_of(
         "--load-config", str(trained_phantom_run), "--subject", "BraTS2021_99999")
     assert "--grid must be" in error_of("--load-config", str(trained_phantom_run), "--grid", "oblique")
+    assert "--uncertainty-members must be 0" in error_of(
+        "--load-config", str(trained_phantom_run), "--uncertainty-members", "-1")
+    assert "view fraction must be in (0, 1]" in error_of(
+        "--load-config", str(trained_phantom_run), "--uncertainty-members", "2", "--uncertainty-view-fraction", "0")
 
     config = yaml.load(trained_phantom_run.read_text(), Loader=yaml.Loader)
     other = copy.deepcopy(config)

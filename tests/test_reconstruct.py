@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from mri_nerfstudio.cli.reconstruct import main as reconstruct_main
+from mri_nerfstudio.uncertainty import blend_spread
 
 UNSEEN = "BraTS2021_00001"
 
@@ -31,6 +32,8 @@ def test_reconstruct_from_a_scan_writes_views_volume_and_scores(from_scan, phant
     stored = nib.load(phantom_root / UNSEEN / f"{UNSEEN}_t1.nii.gz")
     volume = nib.load(from_scan / "reconstruction.nii.gz")
     assert volume.shape == stored.shape and np.allclose(volume.affine, stored.affine)
+    uncertainty = nib.load(from_scan / "uncertainty.nii.gz")
+    assert uncertainty.shape == stored.shape and np.allclose(uncertainty.affine, stored.affine)
     assert (from_scan / "brain.stl").is_file() and (from_scan / "tumour.ply").is_file()
 
     report = json.loads((from_scan / "scores.json").read_text())
@@ -54,6 +57,8 @@ def test_reconstruct_from_a_png_and_its_angle(trained_phantom_run, from_scan, tm
     assert len(list((out / "views").glob("view_*.png"))) == 72
     volume = nib.load(out / "reconstruction.nii.gz")
     assert volume.shape == (24, 24, 24) and np.asarray(volume.dataobj).max() > 0.1
+    uncertainty = np.asarray(nib.load(out / "uncertainty.nii.gz").dataobj)
+    np.testing.assert_allclose(uncertainty, blend_spread(np.asarray(volume.dataobj)), atol=1e-6)
     report = json.loads((out / "scores.json").read_text())
     assert report["view_indices"] == [5] and report["scores"] == {} and not report["settings"]["finetune_field"]
 

@@ -141,8 +141,9 @@ def test_mri_slices_writes_montages_and_plane_scores(trained_phantom_run, tmp_pa
     assert [plane["label"][:8] for plane in summary["planes"]] == ["coronal "] * 3  # through the brain by default
     middle = summary["planes"][1]
     assert middle["normal"] == [0.0, 1.0, 0.0] and middle["mask_pixels"] > 500 and middle["psnr"] > 10.0
+    assert summary["uncertainty"] == "blend term of the field" and 0.0 < middle["mean_uncertainty"] < 0.16
     montage = Image.open(tmp_path / SUBJECT / "slices.png")
-    assert montage.size == (900, 3 * 300)  # a 300 px row of field, input and difference per plane
+    assert montage.size == (1200, 3 * 300)  # a 300 px row of field, input, difference and uncertainty per plane
 
     # Two oblique planes near the middle coronal plane's centre (the phantom's RAS origin is off the brain).
     normal = np.array([0.0, 0.5, 0.87])
@@ -153,7 +154,21 @@ def test_mri_slices_writes_montages_and_plane_scores(trained_phantom_run, tmp_pa
     assert [plane["offset_mm"] for plane in oblique] == [offset - 4, offset + 8]
     assert all(plane["mask_pixels"] > 100 for plane in oblique)
     assert np.linalg.norm(oblique[0]["normal"]) == pytest.approx(1.0)
-    assert Image.open(tmp_path / "oblique" / SUBJECT / "slices.png").size == (900, 2 * 300)
+    assert Image.open(tmp_path / "oblique" / SUBJECT / "slices.png").size == (1200, 2 * 300)
+
+
+def test_mri_slices_shows_the_exported_uncertainty_map(trained_phantom_run, tmp_path):
+    export_main(["--load-config", str(trained_phantom_run), "--out", str(tmp_path / "export"), "--no-meshes"])
+    image = nib.load(tmp_path / "export" / SUBJECT / "uncertainty.nii.gz")
+    doubled = nib.Nifti1Image(2.0 * np.asarray(image.dataobj), image.affine)  # unlike the blend term computed here
+    nib.save(doubled, tmp_path / "export" / SUBJECT / "uncertainty.nii.gz")
+    arguments = ["--load-config", str(trained_phantom_run), "--plane", "coronal"]
+    slices_main([*arguments, "--out", str(tmp_path / "computed")])
+    slices_main([*arguments, "--out", str(tmp_path / "shown"), "--uncertainty", str(tmp_path / "export")])
+    summary = json.loads((tmp_path / "shown" / SUBJECT / "slices.json").read_text())
+    assert summary["uncertainty"] == str(tmp_path / "export" / SUBJECT)
+    plane, blend = summary["planes"][1], json.loads((tmp_path / "computed" / SUBJECT / "slices.json").read_text())
+    assert plane["mean_uncertainty"] == pytest.approx(2 * blend["planes"][1]["mean_uncertainty"], rel=0.05)
 
 
 @pytest.mark.parametrize(
@@ -166,6 +181,7 @@ def test_mri_slices_writes_montages_and_plane_scores(trained_phantom_run, tmp_pa
         (["--plane", "oblique", "--normal", "0", "0", "1", "--positions", "3"], "takes --offset-mm"),
         (["--plane", "sagittal", "--positions", "900"], "plane sagittal x=+900.0mm misses the volume"),
         (["--subject", "BraTS2021_99999"], "is not in this run; its subjects: BraTS2021_00000"),
+        (["--uncertainty", "/nonexistent"], "no uncertainty.nii.gz for BraTS2021_00000"),
     ],
 )
 def test_mri_slices_bad_arguments_give_one_line_errors(trained_phantom_run, tmp_path, capsys, arguments, message):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mri_nerfstudio import views
-from mri_nerfstudio.view_split import count_line, split_views
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.prepare import PrepareConfig
+from mri_nerfstudio.view_split import count_line, orbit_view_split, restrict_training_views, split_views
 
 
 def test_train_every_18_leaves_4_training_views_and_disjoint_val_and_test():
@@ -49,3 +51,12 @@ def test_val_loses_its_mirror_copies_too():
 def test_views_that_are_not_mirror_copies_stay_in_test(view_mode, orbit):
     split = split_views(views.make_orbit_cameras(**orbit), view_mode)
     assert split.test_mirror_copies == () and len(split.test) == 43
+
+
+def test_a_training_view_subset_trains_on_fewer_views_and_leaves_val_and_test_alone():
+    split = orbit_view_split(PrepareConfig())
+    subset = restrict_training_views(split, (10, 0, 35))
+    assert subset.train == (0, 10, 35) and subset.val == split.val and subset.test == split.test
+    for kept in ((), (0, 2), (0, 72)):  # none; a val view; off the orbit
+        with pytest.raises(MRIInputError, match="train_view_subset must name views of the train split"):
+            restrict_training_views(split, kept)

@@ -13,6 +13,7 @@ from nerfstudio.viewer.viewer_elements import ViewerElement
 
 from mri_nerfstudio.nerf.trained_run import load_mednerf_run
 from mri_nerfstudio.nerf.viewer_slice import difference_colours, oblique_normal, ray_plane_crossings
+from mri_nerfstudio.uncertainty import blend_spread
 from mri_nerfstudio.views import orbit_poses
 
 
@@ -87,3 +88,13 @@ def test_the_slice_output_shows_the_field_on_the_chosen_plane_and_follows_the_co
     edge_on = trained.get_outputs_for_camera(camera)
     assert float(edge_on["slice"].abs().max()) == 0.0
     controls.plane.value, controls.offset_mm.value = "coronal", 0.0
+
+
+def test_the_slice_uncertainty_output_is_the_blend_spread_of_the_slice(trained):
+    controls = trained.viewer_slice
+    controls.plane.value, controls.offset_mm.value = "coronal", 0.0
+    outputs = trained.get_outputs_for_camera(_facing_camera())
+    uncertainty, image = outputs["slice_uncertainty"], outputs["slice"][..., 0]
+    assert uncertainty.shape == (*image.shape, 1)  # one channel: the viewer offers its colormaps
+    torch.testing.assert_close(uncertainty[..., 0], blend_spread(image), atol=1e-6, rtol=0)
+    assert float(uncertainty.max()) > 0.05 and float(uncertainty[image == 0].abs().max()) == 0.0

@@ -16,9 +16,15 @@ Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), e
   used); ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS 2013-2016 labels only),
   ``enhancing`` (``.ply`` / ``.stl``) from the input's BraTS label map when there is one, whatever its
   label convention;
+- ``uncertainty.nii.gz``: a per-voxel uncertainty map on the same grid, as a standard deviation in the
+  volume's intensity units (:mod:`mri_nerfstudio.uncertainty`): the blend term (where the estimate lies
+  between tissues the views do not resolve) and, with ``--uncertainty-members N``, the spread of the run's
+  estimate and those of N short fits of the same config, each with its own seed and a subset of the run's
+  training views (trained here first: about half the run's training time each, by default);
 - ``export.json``: the grid, the volume PSNR / SSIM against the preprocessed input on that grid inside
   the brain mask, the brain level and, as a score only, the Dice of the brain it encloses with the input's
-  brain mask, and the files.
+  brain mask, the files, and how well the uncertainty map ranks the estimate's error there (Spearman,
+  error per uncertainty decile) with what its members cost.
 """
 
 from __future__ import annotations
@@ -53,10 +59,17 @@ class ExportCommand:
     """Write brain and tumour surface meshes (PLY and STL)."""
     points_per_chunk: int = POINTS_PER_CHUNK
     """Field evaluations at once: lower it if memory is short."""
+    uncertainty_members: int = 0
+    """Short fits trained for the ensemble term of the uncertainty map (0: the blend term alone)."""
+    uncertainty_steps: Optional[int] = None
+    """Training steps of each member (default: half the run's max-num-iterations)."""
+    uncertainty_view_fraction: float = 0.8
+    """Share of the run's training views each member sees (a different random subset each)."""
 
 
 def run(command: ExportCommand) -> dict[str, dict]:
     """Export every selected subject; return ``export.json``'s content per subject name."""
+    from mri_nerfstudio.nerf.ensemble import EnsembleSettings, member_steps, train_ensemble
     from mri_nerfstudio.nerf.trained_run import load_mednerf_run, selected_subjects
     from mri_nerfstudio.nerf.volume_export import ExportSettings, export_subject
 
@@ -65,16 +78,44 @@ def run(command: ExportCommand) -> dict[str, dict]:
     settings = ExportSettings(command.grid, command.spacing_mm, command.meshes, command.points_per_chunk)
     if command.grid == "isotropic" and not command.spacing_mm > 0:
         raise MRIInputError(f"--spacing-mm must be a positive number of millimetres, got {command.spacing_mm}")
+    if command.uncertainty_members < 0:
+        raise MRIInputError(
+            f"--uncertainty-members must be 0 (the blend term alone) or more, got {command.uncertainty_members}"
+        )
+    if command.uncertainty_members:
+        ensemble_settings = EnsembleSettings(
+            command.uncertainty_members, command.uncertainty_steps, command.uncertainty_view_fraction
+        )
     trained = load_mednerf_run(command.load_config)
+    subjects = selected_subjects(trained, command.subject, command.load_config)
+    ensemble = []
+    if command.uncertainty_members:
+        if trained.model.view_mode == "mip":
+            raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
+        train_views = trained.pipeline.datamanager.dataparser.view_indices("train")
+        print(
+            f"[mri-export] uncertainty: training {command.uncertainty_members} short fits of the run "
+            f"({member_steps(trained.config, ensemble_settings)} steps each, "
+            f"{command.uncertainty_view_fraction:.0%} of its {len(train_views)} training views)",
+            flush=True,
+        )
+        ensemble = train_ensemble(trained.config, train_views, ensemble_settings)
+        print(f"[mri-export] uncertainty: members trained in {sum(m.seconds for m in ensemble):.0f} s", flush=True)
     summaries = {}
-    for index, prepared in selected_subjects(trained, command.subject, command.load_config):
+    for index, prepared in subjects:
         print(f"[mri-export] {prepared.name}: {command.grid} grid", flush=True)
-        summary = export_subject(trained.model, prepared, index, command.out / prepared.name, settings)
+        summary = export_subject(trained.model, prepared, index, command.out / prepared.name, settings, ensemble)
         print(
             f"[mri-export] {prepared.name}: {command.out / prepared.name}, grid {tuple(summary['grid']['shape'])}, "
             f"volume PSNR {summary['volume_psnr']:.2f} dB, SSIM {summary['volume_ssim']:.3f} "
             "vs the preprocessed input; "
             f"meshes: {', '.join(summary['meshes']) or 'none'}",
+            flush=True,
+        )
+        calibration = summary["uncertainty"]
+        print(
+            f"[mri-export] {prepared.name}: uncertainty.nii.gz ({' + '.join(calibration['terms'])}) ranks the "
+            f"error with Spearman {calibration['spearman']:.2f}",
             flush=True,
         )
         summaries[prepared.name] = summary

@@ -20,6 +20,8 @@ the result). Writes into ``--out`` (each file atomically):
 - ``reconstruction.nii.gz``: the volume estimate; with ``--volume`` on the scan's own grid (same shape
   and affine), plus brain / tumour meshes and ``export.json`` as ``mri-export`` writes them; with
   ``--view`` alone on a cube around the brain, in millimetres of the training brains' mean size;
+- ``uncertainty.nii.gz``: its per-voxel uncertainty on the same grid (the blend term of
+  :mod:`mri_nerfstudio.uncertainty`);
 - ``scores.json``: the settings, the loss at the first and last step and, with ``--volume``, PSNR / SSIM
   on the other views (mean +- std) and on the volume, for the fit and for the unfitted starting code.
 """
@@ -142,8 +144,15 @@ def run(command: ReconstructCommand) -> dict:
     from mri_nerfstudio.nerf.pipeline import prepared_subjects
     from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from_view
     from mri_nerfstudio.nerf.trained_run import load_mednerf_run
-    from mri_nerfstudio.nerf.volume_export import VOLUME_FILE, ExportSettings, export_subject, sample_field
+    from mri_nerfstudio.nerf.volume_export import (
+        UNCERTAINTY_FILE,
+        VOLUME_FILE,
+        ExportSettings,
+        export_subject,
+        sample_field,
+    )
     from mri_nerfstudio.prepare import prepare_subject
+    from mri_nerfstudio.uncertainty import predictive_spread
     from mri_nerfstudio.views import make_orbit_cameras
     from mri_nerfstudio.volume import save_nifti
 
@@ -197,6 +206,8 @@ def run(command: ReconstructCommand) -> dict:
         grid, world_from_ras = world_cube_grid(prepare.image_size, radius_mm)
         estimate = sample_field(result.model, 0, grid, world_from_ras, ExportSettings().points_per_chunk)
         save_nifti(estimate, grid.affine, out / VOLUME_FILE, description="mri-nerfstudio single-view reconstruction")
+        save_nifti(predictive_spread(estimate), grid.affine, out / UNCERTAINTY_FILE,
+                   description="mri-nerfstudio uncertainty (std, blend term)")
         volume_note = f"{VOLUME_FILE} on a cube around the brain (mm of the training brains' mean radius)"
 
     report = {

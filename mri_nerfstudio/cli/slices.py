@@ -14,10 +14,13 @@ positions or offsets, three planes cross the brain at a quarter, half and three 
 Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), each file atomically:
 
 - ``slices.png``: one row per plane: the field's intensity estimate (density / k), the input scan (the
-  preprocessed reference modality the views were rendered from) and their difference, radiological
-  display (the patient's right on the image's left; anterior on the left of sagittal slices);
-- ``slices.json``: each plane's geometry (normal, offset, centre, image axes in RAS, pixel size, shape)
-  and the PSNR / mean absolute error of the field against the input inside the brain mask on that plane.
+  preprocessed reference modality the views were rendered from), their difference and the estimate's
+  uncertainty (a standard deviation, :mod:`mri_nerfstudio.uncertainty`: the blend term computed here, or
+  with ``--uncertainty`` the ``uncertainty.nii.gz`` that ``mri-export`` wrote, ensemble term included),
+  radiological display (the patient's right on the image's left; anterior on the left of sagittal slices);
+- ``slices.json``: each plane's geometry (normal, offset, centre, image axes in RAS, pixel size, shape),
+  the PSNR / mean absolute error of the field against the input and the mean uncertainty, inside the brain
+  mask on that plane.
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from mri_nerfstudio.slices import (
     sample_volume_on_plane,
     unit_normal,
 )
+from mri_nerfstudio.uncertainty import blend_spread
 
 PLANES = (*ANATOMICAL_AXES, "oblique")
 ERROR_RANGE = 0.5
 """The difference images span -0.5..0.5 (intensities are in [0, 1])."""
+UNCERTAINTY_RANGE = 0.25
+"""The uncertainty images span 0..0.25 (the blend term alone peaks at 0.16)."""
 
 
 @dataclass
@@ -69,6 +75,9 @@ class SlicesCommand:
     """Oblique planes: normal . (x, y, z) in mm, one plane per value; default: through the brain as above."""
     pixel_mm: Optional[float] = None
     """Pixel size in mm; default: the input grid's smallest voxel spacing."""
+    uncertainty: Optional[Path] = None
+    """An mri-export output folder: its <subject>/uncertainty.nii.gz is shown (default: the blend term of
+    the field on each plane, computed here)."""
 
 
 def check_plane_arguments(command: SlicesCommand) -> None:
@@ -125,38 +134,58 @@ def field_on_plane(model, prepared, subject: int, plane: SlicePlane) -> np.ndarr
     return field_at_world(model, subject, world).reshape(plane.shape)
 
 
-def plane_scores(field: np.ndarray, scan: np.ndarray, mask: np.ndarray) -> dict[str, float | int]:
-    """PSNR (dB, data range 1) and mean absolute error of ``field`` against ``scan`` inside ``mask``."""
+def plane_scores(field: np.ndarray, scan: np.ndarray, uncertainty: np.ndarray, mask: np.ndarray) -> dict:
+    """PSNR (dB, data range 1) and mean absolute error of ``field`` against ``scan``, and the mean
+    ``uncertainty``, inside ``mask``."""
     if not mask.any():
-        return {"mask_pixels": 0, "psnr": None, "mean_abs_error": None}
+        return {"mask_pixels": 0, "psnr": None, "mean_abs_error": None, "mean_uncertainty": None}
     error = field[mask] - scan[mask]
     mse = float(np.mean(error**2))
     return {
         "mask_pixels": int(mask.sum()),
         "psnr": float(10 * np.log10(1.0 / max(mse, 1e-20))),
         "mean_abs_error": float(np.abs(error).mean()),
+        "mean_uncertainty": float(uncertainty[mask].mean()),
     }
 
 
-def write_montage(rows: list[tuple[SlicePlane, np.ndarray, np.ndarray]], path: Path, title: str) -> None:
-    """One row per plane: field, input scan, field - input (PNG)."""
+def uncertainty_volume(command: SlicesCommand, subject: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(array, affine) of ``<--uncertainty>/<subject>/uncertainty.nii.gz``, or None without ``--uncertainty``."""
+    from mri_nerfstudio.nerf.volume_export import UNCERTAINTY_FILE
+    from mri_nerfstudio.volume import read_image
+
+    if command.uncertainty is None:
+        return None
+    path = command.uncertainty / subject / UNCERTAINTY_FILE
+    if not path.is_file():
+        raise MRIInputError(f"no {UNCERTAINTY_FILE} for {subject}: expected the folder mri-export --out wrote", path)
+    image = read_image(path)
+    return np.asarray(image.dataobj, dtype=np.float32), image.affine
+
+
+def write_montage(
+    rows: list[tuple[SlicePlane, np.ndarray, np.ndarray, np.ndarray]], path: Path, title: str
+) -> None:
+    """One row per plane: field, input scan, field - input, uncertainty (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
-    for axes_row, (plane, field, scan) in zip(axes, rows):
+    figure, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
+    for axes_row, (plane, field, scan, uncertainty) in zip(axes, rows):
         panels = (
             ("field", field, "gray", 0.0, 1.0),
             ("input", scan, "gray", 0.0, 1.0),
             ("field - input", field - scan, "RdBu_r", -ERROR_RANGE, ERROR_RANGE),
+            ("uncertainty (std)", uncertainty, "magma", 0.0, UNCERTAINTY_RANGE),
         )
         for axis, (name, image, colours, low, high) in zip(axes_row, panels):
             shown = axis.imshow(image, cmap=colours, vmin=low, vmax=high, interpolation="nearest")
             axis.set_title(f"{name}\n{plane.label}", fontsize=8)
             axis.axis("off")
-        figure.colorbar(shown, ax=axes_row[2], fraction=0.046, pad=0.04)
+            if name != "field":
+                figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
     figure.suptitle(title, fontsize=9)
     write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
     plt.close(figure)
@@ -167,17 +196,21 @@ def slice_subject(model, prepared, subject: int, command: SlicesCommand, out: Pa
     volume = prepared.volume
     planes = planes_for(command, volume)
     scan, mask = volume.images[volume.reference], volume.brain_mask().astype(np.float32)
+    exported = uncertainty_volume(command, prepared.name)
     rows, records = [], []
     for plane in planes:
         field = field_on_plane(model, prepared, subject, plane)
         scan_on_plane = sample_volume_on_plane(scan, volume.affine, plane)
         mask_on_plane = sample_volume_on_plane(mask, volume.affine, plane, order=0) > 0.5
-        rows.append((plane, field, scan_on_plane))
-        records.append({**plane.describe(), **plane_scores(field, scan_on_plane, mask_on_plane)})
+        uncertainty = blend_spread(field) if exported is None else sample_volume_on_plane(*exported, plane)
+        rows.append((plane, field, scan_on_plane, uncertainty))
+        records.append({**plane.describe(), **plane_scores(field, scan_on_plane, uncertainty, mask_on_plane)})
     out.mkdir(parents=True, exist_ok=True)
-    write_montage(rows, out / "slices.png", f"{prepared.name}: field, input ({volume.reference}) and difference")
+    write_montage(rows, out / "slices.png",
+                  f"{prepared.name}: field, input ({volume.reference}), difference and uncertainty")
     summary = {
         "subject": prepared.name,
+        "uncertainty": "blend term of the field" if exported is None else str(command.uncertainty / prepared.name),
         "display": "radiological: patient right on the image left (axial, coronal); anterior on the left (sagittal)",
         "intensity_units": "preprocessed reference modality (normalised, equalised), in [0, 1]",
         "planes": records,

@@ -41,6 +41,7 @@ from mri_nerfstudio.view_split import (
     ViewSplit,
     count_line,
     orbit_view_split,
+    restrict_training_views,
 )
 from mri_nerfstudio.views import ViewCameras
 
@@ -80,6 +81,9 @@ class MRIDataParserConfig(DataParserConfig):
     """See val_every (defaults 5 and 2: 14 val views, 43 test views of 72)."""
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     """Preprocessing and view settings."""
+    train_view_subset: Tuple[int, ...] = ()
+    """Orbit view indices to train on, a subset of the train split (an ensemble member's views, see
+    mri-export --uncertainty-members); empty: the whole train split. Val and test are unchanged."""
     train_subjects: Tuple[str, ...] = ()
     """Subjects to train on: empty = all; one number N = the first N (sorted by name); else subject names.
     The others are held out: never trained on, evaluated on their held-out views."""
@@ -99,6 +103,8 @@ class MRIDataParser(DataParser):
         self.view_split: ViewSplit = orbit_view_split(
             config.prepare, config.train_every, config.val_every, config.val_offset
         )
+        if config.train_view_subset:
+            self.view_split = restrict_training_views(self.view_split, config.train_view_subset)
         if config.encoder_grid_size < 8 or config.encoder_grid_size % 8:
             raise MRIInputError(f"encoder_grid_size must be a multiple of 8, got {config.encoder_grid_size}")
         self._subjects: list[PreparedSubject] | None = None

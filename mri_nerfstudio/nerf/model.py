@@ -54,6 +54,7 @@ from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
 from mri_nerfstudio.nerf.viewer_slice import ViewerSlicePlane, difference_colours
+from mri_nerfstudio.uncertainty import blend_spread
 from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
 from mri_nerfstudio.volume import MODALITIES
 
@@ -166,7 +167,7 @@ class MRIMedNeRFModel(Model):
     and ``slice``, ``slice_scan``, ``slice_difference`` [..., 3]: the field, that scan and their difference
     where the ray crosses the plane chosen under the viewer's "Slice" controls
     (:mod:`~mri_nerfstudio.nerf.viewer_slice`; ``scene_radius_mm`` per subject from the metadata places it
-    in millimetres).
+    in millimetres), and ``slice_uncertainty`` [..., 1] on the same plane (:mod:`~mri_nerfstudio.uncertainty`).
 
     The web viewer opens on the brain (:class:`~mri_nerfstudio.nerf.viewer_camera.OrbitViewerCamera`).
     """
@@ -350,9 +351,11 @@ class MRIMedNeRFModel(Model):
     @torch.no_grad()
     def _slice_outputs(self, ray_bundle: RayBundle, subjects: Tensor, codes: Tensor) -> dict[str, Tensor]:
         """Where each ray crosses the viewer's slice plane (:mod:`~mri_nerfstudio.nerf.viewer_slice`): ``slice``
-        (the field's intensity estimate, from the rays' ``codes`` [..., Ds + Da]), with the input scans also
-        ``slice_scan`` (the "Scan modality") and ``slice_difference`` (field - scan, red / blue); each [..., 3],
-        black where the ray misses the plane."""
+        (the field's intensity estimate, from the rays' ``codes`` [..., Ds + Da]) [..., 3], its uncertainty
+        ``slice_uncertainty`` [..., 1] (the blend term of :mod:`~mri_nerfstudio.uncertainty`, a standard
+        deviation in intensity units: the viewer applies its colormap), with the input scans also
+        ``slice_scan`` (the "Scan modality") and ``slice_difference`` (field - scan, red / blue) [..., 3];
+        all 0 (black) where the ray misses the plane."""
         batch_shape = ray_bundle.origins.shape[:-1]
         origins, directions = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
         flat_subjects = subjects.reshape(-1)
@@ -368,7 +371,10 @@ class MRIMedNeRFModel(Model):
             field[rays] = intensity * hit
             if hasattr(self, "encoder_scans"):
                 scan[rays] = self._scan_at(points, subject) * hit
-        outputs = {"slice": field.reshape(*batch_shape, 1).expand(*batch_shape, 3)}
+        outputs = {
+            "slice": field.reshape(*batch_shape, 1).expand(*batch_shape, 3),
+            "slice_uncertainty": (blend_spread(field) * hits).reshape(*batch_shape, 1),
+        }
         if hasattr(self, "encoder_scans"):
             outputs["slice_scan"] = scan.reshape(*batch_shape, 1).expand(*batch_shape, 3)
             outputs["slice_difference"] = difference_colours(field - scan, hits).reshape(*batch_shape, 3)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -35,13 +35,16 @@ from mri_nerfstudio.grids import (
 )
 from mri_nerfstudio.mesh import MESH_FORMATS, label_meshes, surface_mesh, write_mesh
 from mri_nerfstudio.metrics import dice_coefficient, volume_fidelity
+from mri_nerfstudio.nerf.ensemble import EnsembleMember
 from mri_nerfstudio.nerf.pipeline import field_at_world
 from mri_nerfstudio.prepare import PreparedSubject
+from mri_nerfstudio.uncertainty import ensemble_spread, predictive_spread, uncertainty_calibration
 from mri_nerfstudio.volume import save_nifti
 
 GridKind = Literal["scanner", "isotropic"]
 
 VOLUME_FILE = "reconstruction.nii.gz"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,12 @@ def sample_field(model, subject: int, grid: VoxelGrid, world_from_ras: np.ndarra
 
 
 def export_subject(
-    model, prepared: PreparedSubject, subject: int, out: Path, settings: ExportSettings = ExportSettings()
+    model,
+    prepared: PreparedSubject,
+    subject: int,
+    out: Path,
+    settings: ExportSettings = ExportSettings(),
+    ensemble: Sequence[EnsembleMember] = (),
 ) -> dict:
     """Write subject ``subject``'s learned volume and meshes into ``out``; return what was written (``export.json``).
 
@@ -91,13 +99,18 @@ def export_subject(
         prepared: the subject's prepared folder (its scanner grid, normalisation, mask and seg).
         subject: the subject's index in the model.
         out: folder (created when missing).
+        ensemble: short fits of the same run (:func:`~mri_nerfstudio.nerf.ensemble.train_ensemble`), whose
+            spread (with the estimate's) joins the blend term of ``uncertainty.nii.gz``
+            (:func:`~mri_nerfstudio.uncertainty.predictive_spread`; without members: the blend term alone).
 
     Returns:
         ``grid`` (shape, affine, spacing), ``volume`` (file name), ``volume_psnr`` / ``volume_ssim`` against
         the preprocessed input on this grid inside the brain mask, with meshes ``brain_level`` (the brain
         surface's iso-level, from the estimate alone: :func:`~mri_nerfstudio.grids.brain_level`) and
         ``brain_dice`` (Dice of ``estimate > brain_level`` with the input's brain mask on this grid: a score
-        only, not used to choose the level), and ``meshes`` (name -> file names).
+        only, not used to choose the level), ``meshes`` (name -> file names) and ``uncertainty``: its file,
+        terms, members and its calibration against the error of the estimate inside the brain mask
+        (:func:`~mri_nerfstudio.uncertainty.uncertainty_calibration`).
     """
     if model.view_mode == "mip":
         raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
@@ -123,6 +136,24 @@ def export_subject(
         "intensity_units": "preprocessed reference modality (normalised, equalised), in [0, 1]",
         **volume_fidelity(estimate, reference, mask),
         "meshes": {},
+    }
+    ensemble_std = None
+    if ensemble:
+        ensemble_std = ensemble_spread(
+            [estimate]
+            + [sample_field(m.model, subject, grid, world_from_ras, settings.points_per_chunk) for m in ensemble]
+        )
+    uncertainty = predictive_spread(estimate, ensemble_std)
+    save_nifti(uncertainty, grid.affine, out / UNCERTAINTY_FILE,
+               description=f"mri-nerfstudio uncertainty (std) of {prepared.name}"[:80])
+    summary["uncertainty"] = {
+        "file": UNCERTAINTY_FILE,
+        "terms": ["blend"] + (["ensemble"] if ensemble else []),
+        "units": "standard deviation, intensity units of the volume",
+        **uncertainty_calibration(uncertainty, np.abs(estimate - reference), mask),
+        "members": [
+            {"seed": m.seed, "views": list(m.views), "steps": m.steps, "seconds": m.seconds} for m in ensemble
+        ],
     }
     if settings.meshes:
         level = brain_level(estimate)
