@@ -52,6 +52,7 @@ from torch.nn import Parameter
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, volume_fidelity
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig, AdversarialPatchLoss
+from mri_nerfstudio.nerf.distributed import wrap_for_data_parallel
 from mri_nerfstudio.nerf.ema import ExponentialMovingAverage
 from mri_nerfstudio.prepare import PreparedSubject, load_prepared
 
@@ -250,8 +251,19 @@ class MRIPipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # nerfstudio's DDP wrapping passes device_ids, which a CPU module refuses: this process's pipeline
+        # first, then the model in DDP for any device (:mod:`~mri_nerfstudio.nerf.distributed`), before the
+        # EMA copies its weights (rank 0's, once broadcast).
+        super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
+        self.world_size = world_size
         adversarial = config.adversarial
+        if world_size > 1:
+            if adversarial.enabled:
+                raise MRIInputError(
+                    "the adversarial loss (--pipeline.adversarial.lambda-adv > 0) is not supported with more than "
+                    "one process yet: its discriminator would drift between ranks; train it on one device"
+                )
+            self._model = wrap_for_data_parallel(self._model, device)
         self.adversarial: Optional[AdversarialPatchLoss] = None
         if adversarial.enabled:
             if self.datamanager.config.patch_size < 8:

@@ -33,6 +33,8 @@ class TrainingSession:
             and steps continue from the one after it.
         eval_split: the views of the eval dataset, which :meth:`evaluate` scores: ``test`` (what
             ``ns-eval`` reports) or ``val`` (what ``ns-train`` evaluates, to choose settings on).
+        local_rank, world_size: this process in a torch.distributed process group (initialised by the
+            caller, e.g. :func:`~mri_nerfstudio.nerf.distributed.distributed_worker`); the defaults: none.
     """
 
     def __init__(
@@ -41,6 +43,8 @@ class TrainingSession:
         output_dir: Path,
         load_dir: Path | None = None,
         eval_split: Literal["test", "val"] = "test",
+        local_rank: int = 0,
+        world_size: int = 1,
     ):
         if eval_split not in ("test", "val"):
             raise MRIInputError(f"eval_split must be 'test' or 'val', got {eval_split!r}")
@@ -49,7 +53,7 @@ class TrainingSession:
         config.output_dir = Path(output_dir)
         config.load_dir = None if load_dir is None else Path(load_dir)
         config.set_timestamp()
-        self.trainer: Trainer = config.setup(local_rank=0, world_size=1)
+        self.trainer: Trainer = config.setup(local_rank=local_rank, world_size=world_size)
         self.trainer.setup(test_mode=eval_split)
         self.step_count = self.trainer._start_step
         self.train_seconds = 0.0

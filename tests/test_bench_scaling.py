@@ -1,0 +1,28 @@
+"""scripts/bench_scaling.py: 1 process against 2 in one run (``--quick``), and its argument checks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_scaling  # noqa: E402
+
+
+def test_the_processes_must_divide_the_steps():
+    for arguments in (["--processes", "3", "--steps", "1000"], ["--processes", "0"]):
+        with pytest.raises(SystemExit):
+            bench_scaling.parse_arguments(arguments)
+    assert bench_scaling.parse_arguments(["--quick"]).steps == 8
+
+
+def test_quick_run_trains_both_arms_on_the_same_rays(tmp_path):
+    report = bench_scaling.main(["--quick", "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")])
+    stored = json.loads((tmp_path / "scaling.json").read_text())
+    assert stored["summary"].keys() == {"1", "2"}
+    one, two = ([run for run in report["runs"] if run["processes"] == n][0] for n in (1, 2))
+    assert one["rays"] == two["rays"] and two["steps_per_process"] == one["steps_per_process"] // 2
+    assert stored["rays_per_second_ratio"] > 0 and all(5 < run["held_out_psnr"] < 60 for run in report["runs"])
