@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import torch.distributed as dist
 from mri_nerfstudio.cli.export import main as export_main
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf import distributed
-from mri_nerfstudio.nerf.distributed import prepare_on_rank_zero, run_on_processes, train_and_record
+from mri_nerfstudio.nerf.distributed import (
+    backend_for,
+    check_devices,
+    prepare_on_rank_zero,
+    run_on_processes,
+    train_and_record,
+)
 from mri_nerfstudio.nerf.trained_run import load_mednerf_run
 
 STEPS = 40
@@ -71,6 +78,14 @@ def test_more_gpus_than_the_machine_has_is_a_one_line_error(tiny_method_config, 
     assert exit_info.value.code == 2
     printed = capsys.readouterr().err.strip().splitlines()
     assert printed[-1].startswith("error: --machine.num-devices") and "more GPUs than" in printed[-1]
+
+
+def test_more_cpu_processes_than_cores_is_refused():
+    with pytest.raises(MRIInputError, match="more CPU processes than the"):
+        check_devices("cpu", (os.cpu_count() or 1) + 1)
+    check_devices("cpu", 1)
+    with pytest.raises(MRIInputError, match="'cuda' or 'cpu'"):
+        backend_for("mps")
 
 
 def _free_port() -> int:

@@ -52,6 +52,11 @@ def check_devices(device_type: str, num_devices_per_machine: int) -> None:
                 f"--machine.num-devices {num_devices_per_machine} asks for more GPUs than the {available} visible "
                 "here; lower it, or train on processes with --machine.device-type cpu"
             )
+    elif num_devices_per_machine > (os.cpu_count() or 1):
+        raise MRIInputError(
+            f"--machine.num-devices {num_devices_per_machine} asks for more CPU processes than the "
+            f"{os.cpu_count()} cores here; lower it"
+        )
 
 
 def wrap_for_data_parallel(model: torch.nn.Module, device: str | torch.device) -> DistributedDataParallel:
