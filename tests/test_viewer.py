@@ -160,3 +160,17 @@ def test_live_viewer_shows_the_brain_in_headless_chromium(tmp_path: Path):
     # The slice output: a brain slice on the default (coronal) plane, and another one 25 mm further.
     assert "OK: the 'slice' output shows a brain slice and follows the plane to 25 mm" in result.stdout
     assert Image.open(tmp_path / "viewer_slice.png").size == Image.open(tmp_path / "viewer_slice_25mm.png").size
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
+def test_live_viewer_shows_the_slice_uncertainty_in_headless_chromium(tmp_path: Path):
+    out = tmp_path / "uncertainty.png"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps", "50",
+         "--output", "slice_uncertainty"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: the rendered brain ('slice_uncertainty' output) is visible" in result.stdout
