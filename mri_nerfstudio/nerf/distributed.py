@@ -1,7 +1,8 @@
 """Training across processes: torch.distributed with NCCL on GPUs and gloo on CPUs, under nerfstudio's launcher.
 
-``ns-train mri-mednerf --machine.num-devices N [--machine.num-machines M --machine.machine-rank R
---machine.dist-url tcp://HOST:PORT]`` spawns one process per device; each runs nerfstudio's own Trainer
+``mri-train mri-mednerf --machine.num-devices N [--machine.num-machines M --machine.machine-rank R
+--machine.dist-url tcp://HOST:PORT]`` spawns one process per device (on GPUs, ``ns-train`` with nerfstudio's
+own worker does too; not run here: no GPU was lent); each runs nerfstudio's own Trainer
 on its own seed (``machine.seed + rank``), so ranks draw different patches and subjects, and
 :class:`~mri_nerfstudio.nerf.pipeline.MRIPipeline` wraps the model in DDP (:func:`wrap_for_data_parallel`):
 rank 0's weights are broadcast at the start and gradients are averaged every step, so the weights, and
