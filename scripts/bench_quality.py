@@ -26,7 +26,7 @@ from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import PrepareConfig
+from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, default_cache_dir
 
 REFERENCE_PSNR = 25.01
 
@@ -77,6 +77,20 @@ def make_session(
         configure(config)
     torch.manual_seed(args.seed)
     return TrainingSession(config, args.out / "runs", eval_split=args.eval_split)
+
+
+def shipped_config(data: Path | None, image_size: int, cache_dir: Path | None = None, **prepare) -> TrainerConfig:
+    """A copy of the shipped ``mri-mednerf`` config (this machine's preset) on ``data`` (None: the embedded
+    MNI152 template), views of ``image_size`` px (patches no larger), ``cache_dir`` (None: the default cache);
+    ``prepare`` overrides other :class:`PrepareConfig` fields."""
+    config = copy.deepcopy(mri_mednerf.config)
+    datamanager = config.pipeline.datamanager
+    datamanager.patch_size = min(datamanager.patch_size, image_size)
+    dataparser = datamanager.dataparser
+    dataparser.data = Path(DEFAULT_SUBJECT) if data is None else Path(data)
+    dataparser.prepare = PrepareConfig(image_size=image_size, **prepare)
+    dataparser.cache_dir = cache_dir or default_cache_dir()
+    return config
 
 
 def write_json(path: Path, report: dict) -> None:

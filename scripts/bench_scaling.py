@@ -18,7 +18,6 @@ writes JSON (atomically).
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import tempfile
 import time
@@ -26,12 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import evenly_spaced, machine_info, write_json
+from bench_quality import evenly_spaced, machine_info, shipped_config, write_json
 
 from mri_nerfstudio.nerf.distributed import run_on_processes, train_and_record
-from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, default_cache_dir
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,18 +53,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def arm_config(args: argparse.Namespace, processes: int, seed: int, output_dir: Path):
     """The shipped config on the subject, with ``--steps / processes`` steps on ``--device``."""
-    config = copy.deepcopy(mri_mednerf.config)
+    config = shipped_config(args.data, args.image_size, args.cache_dir)
     config.machine.device_type = args.device
     config.machine.seed = seed
     config.mixed_precision = args.device == "cuda"
     config.max_num_iterations = args.steps // processes
     config.output_dir = output_dir
-    datamanager = config.pipeline.datamanager
-    datamanager.patch_size = min(datamanager.patch_size, args.image_size)
-    dataparser = datamanager.dataparser
-    dataparser.data = args.data or Path(DEFAULT_SUBJECT)
-    dataparser.prepare = PrepareConfig(image_size=args.image_size)
-    dataparser.cache_dir = args.cache_dir or default_cache_dir()
     return config
 
 

@@ -26,20 +26,18 @@ PNG (calibration curves; mid-slices of the first test subject).
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_quality import machine_info, write_json
+from bench_quality import machine_info, shipped_config, write_json
 from scipy import ndimage
 
 from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.ensemble import EnsembleSettings, train_ensemble
-from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.pipeline import reconstruct_in_mask
-from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, default_cache_dir, prepare_subjects
+from mri_nerfstudio.prepare import PrepareConfig, prepare_subjects
 from mri_nerfstudio.uncertainty import (
     BLEND_WEIGHT,
     blend_spread,
@@ -82,15 +80,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def subject_config(path: str, args: argparse.Namespace):
     """The shipped config on one subject (its reference modality alone: BraTS 2013 has no T1, so T1ce)."""
-    config = copy.deepcopy(mri_mednerf.config)
-    config.max_num_iterations = args.steps
-    datamanager = config.pipeline.datamanager
-    datamanager.patch_size = min(datamanager.patch_size, args.image_size)
-    dataparser = datamanager.dataparser
-    dataparser.data = Path(DEFAULT_SUBJECT) if path == "default" else args.data / path
+    data = None if path == "default" else args.data / path
     modalities = ("t1ce",) if "brats" in path.lower() else PrepareConfig().modalities
-    dataparser.prepare = PrepareConfig(image_size=args.image_size, modalities=modalities)
-    dataparser.cache_dir = args.cache_dir or default_cache_dir()
+    config = shipped_config(data, args.image_size, args.cache_dir, modalities=modalities)
+    config.max_num_iterations = args.steps
     return config
 
 

@@ -30,7 +30,6 @@ import argparse
 import copy
 import dataclasses
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.pipeline import reconstruct_in_mask
-from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
 from mri_nerfstudio.view_split import orbit_view_split
 from mri_nerfstudio.views import ViewCameras, render_views
@@ -155,12 +154,6 @@ def axial_mid_slice(volume: np.ndarray, prepared: PreparedSubject) -> np.ndarray
     axis = int(np.argmax(np.abs(prepared.world_from_voxel[2, :3])))
     centre = int(np.round(np.argwhere(prepared.volume.brain_mask())[:, axis].mean()))
     return np.rot90(np.take(volume, centre, axis=axis))
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def run_field(

@@ -198,16 +198,9 @@ def train_and_record(record_dir: Path, local_rank: int, world_size: int, config:
     write ``rank<R>.pt`` into ``record_dir``: the losses per step, the training seconds, the rays this rank
     drew and the model's state (trained weights and EMA). Rank 0 also saves the run (config.yml and a
     checkpoint under ``config.output_dir``) and writes ``run.txt`` with its config path."""
-    import random
+    from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 
-    import numpy as np
-
-    from mri_nerfstudio.nerf.session import TrainingSession
-
-    seed = config.machine.seed + global_rank
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(config.machine.seed + global_rank)
     session = TrainingSession(config, config.output_dir, local_rank=local_rank, world_size=world_size)
     losses = [sum(session.step().values()) for _ in range(config.max_num_iterations)]
     if global_rank == 0:

@@ -11,14 +11,11 @@ EMA).
 from __future__ import annotations
 
 import copy
-import random
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mri_nerfstudio.errors import MRIInputError
@@ -71,7 +68,7 @@ def train_ensemble(config, train_views: list[int], settings: EnsembleSettings) -
         train_views: the run's training views (orbit indices); each member trains on a subset.
         settings: members, steps, view fraction and seed.
     """
-    from mri_nerfstudio.nerf.session import TrainingSession
+    from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 
     steps = member_steps(config, settings)
     subsets = member_view_subsets(train_views, settings.members, settings.view_fraction, settings.seed)
@@ -85,9 +82,7 @@ def train_ensemble(config, train_views: list[int], settings: EnsembleSettings) -
             member_config.max_num_iterations = steps
             member_config.machine.seed = seed
             member_config.pipeline.datamanager.dataparser.train_view_subset = views
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            random.seed(seed)
+            seed_everything(seed)
             start = time.perf_counter()
             session = TrainingSession(member_config, Path(scratch))
             task = bar.add_task("member", total=steps, member=f"{index + 1}/{len(subsets)}")

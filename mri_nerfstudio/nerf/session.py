@@ -11,15 +11,24 @@ val split instead, the one to choose settings on (:mod:`mri_nerfstudio.view_spli
 from __future__ import annotations
 
 import copy
+import random
 import time
 from pathlib import Path
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
 from mri_nerfstudio.errors import MRIInputError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators, as ``ns-train`` does before it sets up a Trainer."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 class TrainingSession:
