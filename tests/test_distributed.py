@@ -70,6 +70,21 @@ def test_the_two_process_checkpoint_loads_and_exports_in_one_process(two_process
     assert (tmp_path / "BraTS2021_00000" / "reconstruction.nii.gz").is_file()
 
 
+def test_with_the_adversarial_loss_ranks_average_their_weights_and_discriminators(
+    tiny_method_config, phantom_subject_dir, tmp_path
+):
+    config = tiny_method_config(phantom_subject_dir, tmp_path / "cache")
+    config.max_num_iterations = 12
+    config.output_dir = tmp_path / "outputs"
+    config.pipeline.adversarial.lambda_adv = 0.01
+    run_on_processes(functools.partial(train_and_record, tmp_path), config, num_processes=2)
+    first, second = _records(tmp_path)
+    assert any(name.startswith("adversarial.discriminator.") for name in first["state"])
+    for name, value in first["state"].items():
+        torch.testing.assert_close(value, second["state"][name], rtol=0, atol=1e-6, msg=name)
+    assert first["losses"][:3] != second["losses"][:3]
+
+
 def test_more_gpus_than_the_machine_has_is_a_one_line_error(tiny_method_config, phantom_subject_dir, tmp_path, capsys):
     config = tiny_method_config(phantom_subject_dir, tmp_path)
     config.machine.device_type = "cuda"

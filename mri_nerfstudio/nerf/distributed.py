@@ -6,8 +6,10 @@ own worker does too; not run here: no GPU was lent); each runs nerfstudio's own 
 on its own seed (``machine.seed + rank``), so ranks draw different patches and subjects, and
 :class:`~mri_nerfstudio.nerf.pipeline.MRIPipeline` wraps the model in DDP (:func:`wrap_for_data_parallel`):
 rank 0's weights are broadcast at the start and gradients are averaged every step, so the weights, and
-with them the EMA, stay identical on every rank. Only rank 0 writes checkpoints, logs and the viewer
-(nerfstudio's ``check_main_thread``).
+with them the EMA, stay identical on every rank. With the adversarial loss (two generator passes per step,
+the discriminator's R1 double backward: neither fits DDP) the ranks average their weights, the
+discriminator's included, after every step instead (:func:`average_parameters`). Only rank 0 writes
+checkpoints, logs and the viewer (nerfstudio's ``check_main_thread``).
 
 nerfstudio 1.1.5's spawned worker (``scripts/train.py``, ``_distributed_worker``) asserts CUDA even with
 ``--machine.device-type cpu``, and its pipeline passes ``device_ids`` to DDP, which only suits GPUs.
@@ -86,6 +88,25 @@ def every_rank_sees(path: Path) -> bool:
     seen = torch.tensor([int(Path(path).is_file())])
     dist.all_reduce(seen, op=dist.ReduceOp.MIN)
     return bool(seen)
+
+
+def broadcast_state(modules: list[torch.nn.Module], src: int = 0) -> None:
+    """Every rank's parameters and buffers of ``modules`` (e.g. spectral norm's power-iteration vectors, which
+    then evolve alike on every rank) set to rank ``src``'s."""
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=src)
+
+
+@torch.no_grad()
+def average_parameters(modules: list[torch.nn.Module]) -> None:
+    """Every rank's parameters of ``modules`` replaced by their mean over the ranks (same order everywhere:
+    every rank makes the same calls, whatever it trained)."""
+    world_size = dist.get_world_size()
+    for module in modules:
+        for parameter in module.parameters():
+            dist.all_reduce(parameter.data)
+            parameter.data /= world_size
 
 
 def prepare_on_rank_zero(config: Any) -> None:

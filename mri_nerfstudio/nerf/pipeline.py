@@ -52,7 +52,7 @@ from torch.nn import Parameter
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, volume_fidelity
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig, AdversarialPatchLoss
-from mri_nerfstudio.nerf.distributed import wrap_for_data_parallel
+from mri_nerfstudio.nerf.distributed import average_parameters, broadcast_state, wrap_for_data_parallel
 from mri_nerfstudio.nerf.ema import ExponentialMovingAverage
 from mri_nerfstudio.prepare import PreparedSubject, load_prepared
 
@@ -252,17 +252,12 @@ class MRIPipeline(VanillaPipeline):
         grad_scaler: Optional[GradScaler] = None,
     ):
         # nerfstudio's DDP wrapping passes device_ids, which a CPU module refuses: this process's pipeline
-        # first, then the model in DDP for any device (:mod:`~mri_nerfstudio.nerf.distributed`), before the
-        # EMA copies its weights (rank 0's, once broadcast).
+        # first, then several processes kept in step (:mod:`~mri_nerfstudio.nerf.distributed`) before the
+        # EMA copies the weights (rank 0's, once broadcast).
         super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
         self.world_size = world_size
         adversarial = config.adversarial
-        if world_size > 1:
-            if adversarial.enabled:
-                raise MRIInputError(
-                    "the adversarial loss (--pipeline.adversarial.lambda-adv > 0) is not supported with more than "
-                    "one process yet: its discriminator would drift between ranks; train it on one device"
-                )
+        if world_size > 1 and not adversarial.enabled:
             self._model = wrap_for_data_parallel(self._model, device)
         self.adversarial: Optional[AdversarialPatchLoss] = None
         if adversarial.enabled:
@@ -275,6 +270,10 @@ class MRIPipeline(VanillaPipeline):
             # training is MSE training step for step (same ray batches) until the adversarial terms start.
             with torch.random.fork_rng(devices=[]):
                 self.adversarial = AdversarialPatchLoss(adversarial).to(device)
+            if world_size > 1:
+                # Two generator forwards per step and D's R1 double backward do not fit DDP: the ranks
+                # average their weights after every step instead, from rank 0's start.
+                broadcast_state([self.model, self.adversarial])
         decay = config.ema_decay
         if decay is None:
             decay = DEFAULT_EMA_DECAY if adversarial.enabled else 0.0
@@ -317,6 +316,14 @@ class MRIPipeline(VanillaPipeline):
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> list[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
+        if self.world_size > 1 and self.adversarial is not None:  # before the EMA reads the weights
+            callbacks.append(
+                TrainingCallback(
+                    where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                    update_every_num_iters=1,
+                    func=lambda step: average_parameters([self.model, self.adversarial]),
+                )
+            )
         if self.generator_ema is not None:
             callbacks.append(
                 TrainingCallback(
