@@ -144,17 +144,20 @@ def test_brain_visibility_needs_a_bright_textured_centre():
     assert not viewer_screenshot.measure_brain_visibility(with_panel, box).visible()
 
 
+def _screenshot(tmp_path: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """scripts/viewer_screenshot.py on the template with its own cache, 50 training steps before the browser."""
+    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps",
+               "50", *arguments]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
 def test_live_viewer_shows_the_brain_in_headless_chromium(tmp_path: Path):
     out = tmp_path / "viewer.png"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps", "50",
-         "--slice-offset-mm", "25"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = _screenshot(tmp_path, out, "--slice-offset-mm", "25")
     assert "OK: the rendered brain ('volume' output) is visible" in result.stdout
     assert Image.open(out).size == (1280, 800)
     # The slice output: a brain slice on the default (coronal) plane, and another one 25 mm further.
@@ -165,12 +168,5 @@ def test_live_viewer_shows_the_brain_in_headless_chromium(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
 def test_live_viewer_shows_the_slice_uncertainty_in_headless_chromium(tmp_path: Path):
-    out = tmp_path / "uncertainty.png"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps", "50",
-         "--output", "slice_uncertainty"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = _screenshot(tmp_path, tmp_path / "uncertainty.png", "--output", "slice_uncertainty")
     assert "OK: the rendered brain ('slice_uncertainty' output) is visible" in result.stdout
