@@ -4,11 +4,12 @@ Question: on this machine, how much faster does training run on ``--processes`` 
 and does the data-parallel run reach the same held-out PSNR after the same number of rays (within seed
 noise)? Arms, in one run, on the same subject and settings: 1 process for ``--steps`` steps, and N
 processes for ``--steps / N`` steps each (each rank draws its own batch of the same size, gradients
-averaged: the same rays in all). Each arm runs ``--seeds`` seeds. The processes are started as
-``mri-train --machine.num-devices N`` starts them (:mod:`mri_nerfstudio.nerf.distributed`, gloo on CPU,
-NCCL on CUDA); the held-out PSNR is scored in this process on evenly spaced test views of the saved
-checkpoint (EMA weights, as ``ns-eval``). Stopping rule: these two arms, no variants. Prints a table and
-writes JSON (atomically).
+averaged: the same rays in all); with ``--scale-learning-rate`` the N-process arm's learning rates are N
+times the shipped ones (writes ``scaling_lr_scaled.json``). Each arm runs ``--seeds`` seeds. The
+processes are started as ``mri-train --machine.num-devices N`` starts them
+(:mod:`mri_nerfstudio.nerf.distributed`, gloo on CPU, NCCL on CUDA); the held-out PSNR is scored in this
+process on evenly spaced test views of the saved checkpoint (EMA weights, as ``ns-eval``). Stopping rule:
+these two arms, no variants. Prints a table and writes JSON (atomically).
 
     .venv/bin/python scripts/bench_scaling.py --out benchmarks          # about 15 min on 2 CPU cores
     .venv/bin/python scripts/bench_scaling.py --quick --out /tmp/s       # smoke run
@@ -42,6 +43,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-views", type=int, default=12, help="test views scored per run")
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared subjects' cache")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder of scaling.json")
+    parser.add_argument("--scale-learning-rate", action="store_true",
+                        help="N-process arm: every learning rate times N (the linear scaling rule)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 24 px, 8 steps, 1 seed")
     args = parser.parse_args(argv)
     if args.quick:
@@ -59,6 +62,9 @@ def arm_config(args: argparse.Namespace, processes: int, seed: int, output_dir: 
     config.mixed_precision = args.device == "cuda"
     config.max_num_iterations = args.steps // processes
     config.output_dir = output_dir
+    if args.scale_learning_rate:
+        for group in config.optimizers.values():
+            group["optimizer"].lr *= processes
     return config
 
 
@@ -130,8 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n{args.processes} processes / 1: rays/s x {report['rays_per_second_ratio']:.2f}, "
               f"held-out PSNR {report['held_out_psnr_difference_db']:+.2f} dB")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "scaling.json", report)
-    print(f"[bench_scaling] wrote {args.out / 'scaling.json'}")
+    name = "scaling_lr_scaled.json" if args.scale_learning_rate else "scaling.json"
+    write_json(args.out / name, report)
+    print(f"[bench_scaling] wrote {args.out / name}")
     return report
 
 
