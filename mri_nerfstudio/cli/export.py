@@ -71,7 +71,7 @@ def run(command: ExportCommand) -> dict[str, dict]:
     """Export every selected subject; return ``export.json``'s content per subject name."""
     from mri_nerfstudio.nerf.ensemble import EnsembleSettings, member_steps, train_ensemble
     from mri_nerfstudio.nerf.trained_run import load_mednerf_run, selected_subjects
-    from mri_nerfstudio.nerf.volume_export import ExportSettings, export_subject
+    from mri_nerfstudio.nerf.volume_export import ExportSettings, check_has_volume, export_subject
 
     if command.grid not in ("scanner", "isotropic"):
         raise MRIInputError(f"--grid must be 'scanner' or 'isotropic', got {command.grid!r}")
@@ -88,10 +88,9 @@ def run(command: ExportCommand) -> dict[str, dict]:
         )
     trained = load_mednerf_run(command.load_config)
     subjects = selected_subjects(trained, command.subject, command.load_config)
+    check_has_volume(trained.model)  # before any ensemble member trains
     ensemble = []
     if command.uncertainty_members:
-        if trained.model.view_mode == "mip":
-            raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
         train_views = trained.pipeline.datamanager.dataparser.view_indices("train")
         print(
             f"[mri-export] uncertainty: training {command.uncertainty_members} short fits of the run "

@@ -84,6 +84,12 @@ def sample_field(model, subject: int, grid: VoxelGrid, world_from_ras: np.ndarra
         )
 
 
+def check_has_volume(model) -> None:
+    """An error for a run trained on ``mip`` views, whose field never constrains density: no volume to export."""
+    if model.view_mode == "mip":
+        raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
+
+
 def export_subject(
     model,
     prepared: PreparedSubject,
@@ -112,8 +118,7 @@ def export_subject(
         terms, members and its calibration against the error of the estimate inside the brain mask
         (:func:`~mri_nerfstudio.uncertainty.uncertainty_calibration`).
     """
-    if model.view_mode == "mip":
-        raise MRIInputError("the run was trained on mip views, which never constrain density: no volume to export")
+    check_has_volume(model)
     grid = export_grid(prepared, settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
