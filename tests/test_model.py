@@ -110,7 +110,8 @@ def test_tied_colour_renders_density_over_k_as_the_views_were_formed(view_mode):
     model = _model(view_mode, colour="tied").eval()
     assert model.field.colour == "tied" and model.field.density_scale == 3.0
     bundle = _rays(32, subject_index=[0] * 32)
-    samples = model._conditioned(model.sampler(model.collider(bundle)), model.codes_of(torch.zeros(32).long()))
+    subjects = torch.zeros(32).long()
+    samples = model._conditioned(model.sampler(model.collider(bundle)), model.codes_of(subjects), subjects)
     with torch.no_grad():
         intensity = model.field(samples)[FieldHeadNames.DENSITY] / 3.0  # [32, S, 1]
         rgb = model(bundle)["rgb"]

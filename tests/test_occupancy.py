@@ -281,7 +281,8 @@ def test_evaluate_field_matches_the_field_where_occupied_and_is_zero_elsewhere(t
     model = trained_without_skipping.pipeline.model.eval()
     camera = trained_without_skipping.pipeline.datamanager.eval_dataset.cameras[0:1]
     rays = camera.generate_rays(camera_indices=0).flatten()[:64]
-    ray_samples = model._conditioned(model.sampler(model.collider(rays)), model.subject_codes.weight[0].expand(64, -1))
+    codes, subjects = model.subject_codes.weight[0].expand(64, -1), torch.zeros(64, dtype=torch.long)
+    ray_samples = model._conditioned(model.sampler(model.collider(rays)), codes, subjects)
     occupied = torch.rand(ray_samples.shape, generator=torch.Generator().manual_seed(0)) < 0.5
     with torch.no_grad():
         full = evaluate_field(model.field, ray_samples)
@@ -297,7 +298,8 @@ def test_field_outputs_are_float32_under_autocast(trained_without_skipping):
     model = trained_without_skipping.pipeline.model.eval()
     camera = trained_without_skipping.pipeline.datamanager.eval_dataset.cameras[0:1]
     rays = camera.generate_rays(camera_indices=0).flatten()[:64]
-    ray_samples = model._conditioned(model.sampler(model.collider(rays)), model.subject_codes.weight[0].expand(64, -1))
+    codes, subjects = model.subject_codes.weight[0].expand(64, -1), torch.zeros(64, dtype=torch.long)
+    ray_samples = model._conditioned(model.sampler(model.collider(rays)), codes, subjects)
     occupied = torch.ones(ray_samples.shape, dtype=torch.bool)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         head = model.field.backbone.density_head

@@ -10,7 +10,9 @@ from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
 from mri_nerfstudio.nerf.single_view import (
+    SingleViewSettings,
     code_prior,
+    fit_single_view,
     initial_codes,
     input_view_occupancy,
     single_subject_model,
@@ -97,3 +99,18 @@ def test_a_new_subject_skips_the_space_outside_the_hull_of_its_own_input_views(t
     assert single_subject_model(model, trained_codes(model)[2], None).occupancy is None
     model.occupancy = None
     assert input_view_occupancy(model, input_views, cameras) is None  # a model that skips nothing
+
+
+def test_a_new_subject_gets_a_fresh_subject_grid_that_is_fitted_with_the_field(tiny_encoder_model):
+    model = tiny_encoder_model(subject_grid_resolution=4, subject_grid_channels=2)
+    with torch.no_grad():
+        model.subject_grids.tables.normal_()  # the training subjects' own grids
+    copy = single_subject_model(model, trained_codes(model)[2], None)
+    assert copy.subject_grids.tables.shape == (1, 4**3, 2) and copy.subject_grids.tables.abs().max() == 0
+    orbit = views.make_orbit_cameras(n_views=4, step_deg=90.0, image_size=8)
+    camera = nerfstudio_cameras(orbit)[torch.tensor([0])]
+    view = torch.full((8, 8), 0.6)
+    code_only, _ = fit_single_view(model, view, camera, SingleViewSettings(steps=3))
+    assert code_only.subject_grids.tables.abs().max() == 0
+    with_field, history = fit_single_view(model, view, camera, SingleViewSettings(steps=3, finetune_field=True))
+    assert with_field.subject_grids.tables.abs().max() > 0 and len(history.mse) == 3

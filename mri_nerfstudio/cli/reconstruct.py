@@ -8,7 +8,7 @@ Examples::
     # --azimuth-deg is the input and the 71 others and the volume are the ground truth that gets scored
     mri-reconstruct --load-config outputs/.../config.yml --volume brats/BraTS2021_00042 --azimuth-deg 0 --out recon/
 
-The subject's latent code is optimised (``--finetune-field``: the field too) against the one view with
+The subject's latent code is optimised (``--finetune-field``: the field and its own subject grid too) against the one view with
 MSE plus a Gaussian prior fitted to the training subjects' codes, starting, with ``--volume`` and a run
 that has the slice encoder (several training subjects), from the encoder's prediction from the scan,
 otherwise from the mean training code (see :mod:`mri_nerfstudio.nerf.single_view`). The field is evaluated only
@@ -71,7 +71,8 @@ class ReconstructCommand:
     prior_weight: float = 1e-3
     """Weight of the Gaussian prior on the code (fitted to the training codes)."""
     finetune_field: bool = False
-    """Also fine-tune the field's weights (as MedNeRF fine-tunes its generator)."""
+    """Also fine-tune the field's weights (as MedNeRF fine-tunes its generator) and, for a run with subject
+    grids (several training subjects), fit the new subject's own feature grid from zero."""
     field_learning_rate: float = 1e-3
     """Adam learning rate of the field with --finetune-field."""
     baseline: bool = True

@@ -52,6 +52,7 @@ from mri_nerfstudio.nerf.field import (
 )
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
+from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
 from mri_nerfstudio.nerf.viewer_slice import ViewerSlicePlane, difference_colours
 from mri_nerfstudio.uncertainty import blend_spread
@@ -139,6 +140,11 @@ class MRIMedNeRFModelConfig(ModelConfig):
     """World units (the brain's bounding radius is about 1) by which the visual hulls are dilated."""
     encoder: SliceEncoderConfig = field(default_factory=SliceEncoderConfig)
     """The slice encoder (3D CNN + Squeeze-and-Excitation) that predicts each subject's codes from its scans."""
+    subject_grid_resolution: int = 0
+    """With two or more subjects: vertices per axis of each subject's own feature grid, whose features at a
+    point extend its shape code (:mod:`~mri_nerfstudio.nerf.subject_grids`; 0: none, codes alone)."""
+    subject_grid_channels: int = 4
+    """Features per vertex of the subject grids."""
 
     def resolved_preset(self) -> FieldPreset:
         """The preset with every field of this config that is not None applied over it."""
@@ -187,6 +193,11 @@ class MRIMedNeRFModel(Model):
             raise MRIInputError(f"model preset must be one of {tuple(PRESETS)}, got {self.config.preset!r}")
         self.preset = self.config.resolved_preset()
 
+        self.subject_grids: Optional[SubjectFeatureGrids] = None
+        if self.config.subject_grid_resolution > 0 and self.num_subjects >= 2:
+            self.subject_grids = SubjectFeatureGrids(
+                self.num_subjects, self.config.subject_grid_resolution, self.config.subject_grid_channels
+            )
         self.field = ConditionalRadianceField(
             self._make_backbone(),
             density_activation="relu" if self.preset.backbone == "mlp" else "softplus",
@@ -254,10 +265,12 @@ class MRIMedNeRFModel(Model):
 
     def _make_backbone(self) -> RadianceBackbone:
         preset, config = self.preset, self.config
+        # The field's shape code: the subject's code, then its subject-grid features at the point.
+        shape_code_dim = preset.shape_code_dim + (0 if self.subject_grids is None else self.subject_grids.channels)
         if preset.backbone == "mlp":
-            return MLPBackbone(preset.shape_code_dim, preset.appearance_code_dim)
+            return MLPBackbone(shape_code_dim, preset.appearance_code_dim)
         return FeatureGridBackbone(
-            preset.shape_code_dim,
+            shape_code_dim,
             preset.appearance_code_dim,
             resolutions=config.grid_resolutions,
             channels=config.grid_channels,
@@ -284,7 +297,10 @@ class MRIMedNeRFModel(Model):
         ]
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
-        groups = {"fields": list(self.field.parameters()), "codes": list(self.subject_codes.parameters())}
+        fields = list(self.field.parameters())
+        if self.subject_grids is not None:
+            fields += list(self.subject_grids.parameters())  # grids, trained at the field grids' rate
+        groups = {"fields": fields, "codes": list(self.subject_codes.parameters())}
         if self.encoder is not None:
             groups["encoder"] = list(self.encoder.parameters())
         return groups
@@ -316,12 +332,24 @@ class MRIMedNeRFModel(Model):
             )
         return index
 
-    def _conditioned(self, ray_samples: RaySamples, codes: Tensor) -> RaySamples:
-        """The samples with their rays' shape and appearance codes ([..., 1, D]) in their metadata."""
+    def shape_code_at(self, points: Tensor, subjects: Tensor, shape_code: Tensor) -> Tensor:
+        """The field's shape code at ``points`` [..., 3]: the subjects' ``shape_code`` [..., Ds] (broadcast),
+        followed with subject grids by the features of ``subjects`` [...] there: [..., Ds (+ C)]."""
+        if self.subject_grids is None:
+            return shape_code
+        local = self.subject_grids(points, subjects).to(shape_code.dtype)
+        return torch.cat([shape_code.expand(*local.shape[:-1], shape_code.shape[-1]), local], dim=-1)
+
+    def _conditioned(self, ray_samples: RaySamples, codes: Tensor, subjects: Tensor) -> RaySamples:
+        """The samples with their rays' shape codes (per sample with subject grids, else [..., 1, Ds]) and
+        appearance codes [..., 1, Da] in their metadata; ``codes`` [..., Ds + Da] and ``subjects`` [...] per ray."""
         codes = codes[..., None, :]
+        shape_code = codes[..., : self.preset.shape_code_dim]
+        if self.subject_grids is not None:
+            shape_code = self.shape_code_at(ray_samples.frustums.get_positions(), subjects[..., None], shape_code)
         ray_samples.metadata = {
             **(ray_samples.metadata or {}),
-            "shape_code": codes[..., : self.preset.shape_code_dim],
+            "shape_code": shape_code,
             "appearance_code": codes[..., self.preset.shape_code_dim :],
         }
         return ray_samples
@@ -329,12 +357,12 @@ class MRIMedNeRFModel(Model):
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor]:
         subjects = self.subject_indices(ray_bundle)
         codes = self.codes_of(subjects)  # [..., Ds + Da]
-        ray_samples = self._conditioned(self.sampler(ray_bundle), codes)
+        ray_samples = self._conditioned(self.sampler(ray_bundle), codes, subjects)
         if self.pdf_sampler is not None:
             with torch.no_grad():
                 first_density, _ = self.field.get_density(ray_samples)
                 weights = ray_samples.get_weights(first_density.float())
-            ray_samples = self._conditioned(self.pdf_sampler(ray_bundle, ray_samples, weights), codes)
+            ray_samples = self._conditioned(self.pdf_sampler(ray_bundle, ray_samples, weights), codes, subjects)
         occupied = None
         if self.config.skip_empty_space and self.occupancy is not None:
             occupied = self.occupancy.occupied(ray_samples.frustums.get_positions(), subjects[..., None])
@@ -413,6 +441,8 @@ class MRIMedNeRFModel(Model):
         backbone = self.field.backbone
         if self.training and isinstance(backbone, FeatureGridBackbone) and self.config.tv_loss_weight > 0:
             loss_dict["tv_loss"] = self.config.tv_loss_weight * backbone.total_variation()
+        if self.training and self.subject_grids is not None and self.config.tv_loss_weight > 0:
+            loss_dict["subject_grid_tv_loss"] = self.config.tv_loss_weight * self.subject_grids.total_variation()
         return loss_dict
 
     def get_image_metrics_and_images(
@@ -465,7 +495,9 @@ class MRIMedNeRFModel(Model):
     def _intensity_at(self, points: Tensor, shape_code: Tensor, subject: int) -> Tensor:
         """[P] ``density / k`` at world ``points`` [P, 3] for ``subject``'s shape code [Ds]; 0 outside the unit
         sphere and, when empty space is skipped, outside the subject's occupancy grid."""
-        density, _ = self.field.density(points, shape_code.expand(len(points), -1))
+        subjects = torch.full((len(points),), subject, dtype=torch.long, device=points.device)
+        codes = self.shape_code_at(points, subjects, shape_code.expand(len(points), -1))
+        density, _ = self.field.density(points, codes)
         inside = points.norm(dim=-1) <= 1.0
         if self.config.skip_empty_space and self.occupancy is not None:
             inside &= self.occupancy.occupied(points, torch.tensor(subject, device=points.device))

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
+from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class SingleViewSettings:
     """Also fine-tune the field's weights on the view (MedNeRF fine-tunes its generator)."""
     field_learning_rate: float = 1e-3
     """Adam learning rate of the field when fine-tuned."""
+    subject_grid_learning_rate: float = 2e-2
+    """Adam learning rate of the new subject's own feature grid, fitted with the field (models with subject grids)."""
     seed: int = 0
 
 
@@ -102,14 +105,18 @@ def input_view_occupancy(model, views: Tensor, cameras: Cameras) -> Tensor | Non
 def single_subject_model(model, code: Tensor, occupancy: Tensor | None):
     """A copy of ``model`` whose only subject (index 0, which rays without a subject render) has ``code``.
 
-    The copy has no slice encoder (its code is explicit) and no input scans, and skips the space outside
-    ``occupancy`` [G, G, G] bool (:func:`input_view_occupancy`; None: it evaluates every sample).
+    The copy has no slice encoder (its code is explicit) and no input scans, a fresh (zero) subject grid
+    when the model has subject grids, and skips the space outside ``occupancy`` [G, G, G] bool
+    (:func:`input_view_occupancy`; None: it evaluates every sample).
     """
     copied = copy.deepcopy(model)
     copied.subject_codes = nn.Embedding(1, code.numel()).to(code.device)
     with torch.no_grad():
         copied.subject_codes.weight.copy_(code.reshape(1, -1))
     copied.num_subjects = 1
+    if model.subject_grids is not None:
+        grids = model.subject_grids
+        copied.subject_grids = SubjectFeatureGrids(1, grids.resolution, grids.channels).to(code.device)
     copied.encoder = None
     for name in ("encoder_scans", "encoder_present", "encoder_spacing_mm"):
         if hasattr(copied, name):
@@ -145,11 +152,14 @@ def fit_single_view(
     prior_mean, prior_variance = code_prior(model)
     fitted = single_subject_model(model, initial_codes(model, scans), input_view_occupancy(model, views, camera))
     fitted.eval()  # deterministic ray samples and no density noise: the field as it renders
-    for parameter in fitted.field.parameters():
+    local = [] if fitted.subject_grids is None else list(fitted.subject_grids.parameters())
+    for parameter in [*fitted.field.parameters(), *local]:
         parameter.requires_grad_(settings.finetune_field)
     groups = [{"params": fitted.subject_codes.parameters(), "lr": settings.code_learning_rate}]
     if settings.finetune_field:
         groups.append({"params": fitted.field.parameters(), "lr": settings.field_learning_rate})
+        if local:
+            groups.append({"params": local, "lr": settings.subject_grid_learning_rate})
     optimizer = torch.optim.Adam(groups, eps=1e-15)
 
     device = fitted.device
