@@ -1,0 +1,490 @@
+"""The poster's protocol on real subjects: one conditional model on 24 IXI brains, 6 held out, arms side by side.
+
+Questions: does one conditional field hold 24 real brains (the training subjects' held-out views), how well
+does what it learned carry to brains it never saw (from their scans alone, then after ``mri-reconstruct`` on
+1 and on 15 views), and do the slice encoder, its SE block and the adversarial loss help?
+
+Protocol:
+
+- Data: ``--data`` (``../shared/data/ixi-t1``): real whole-head T1s with reference brain masks, prepared with
+  those masks. A root of subject folders is made of symbolic links under ``--out`` (the scans are only
+  read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
+  with the defaults); the others train, 15 views each.
+- Training: the shipped ``mri-mednerf`` config (this machine's preset) at ``--image-size`` px for ``--steps``.
+- Choices (``--split val``): scored on the val views (14 per subject). Reports (default ``--split test``): the
+  test views (43 per subject), or every ``--arm-view-stride``-th of them for the arms other than the first.
+- Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans
+  alone (encoder start) and from the mean training code, then fitted (code + field, as ``mri-reconstruct
+  --finetune-field``) to 1 view (azimuth 0) and to their 15 training-orbit views, scored on the other views.
+  PSNR / SSIM per subject and overall with std; FID / KID over all images of a group (the count is given);
+  volume PSNR / SSIM on the brain mask.
+
+Arms (stopping rule: one pass, then stop; each arm against the first, paired by seed):
+
+- ``shipped``: encoder with SE, subject grids, adversarial off (seeds ``--seeds``);
+- ``codes only``, ``encoder, no SE``, ``no subject grids``: the first seed only;
+- ``adversarial burst``: the shipped run with ``lambda_adv`` 0.03 over its last 15 % of steps, branched
+  from it at that step (every seed: the two runs share everything before the burst);
+- ``adversarial whole run``: ``lambda_adv`` 0.03 from the first step (the first seed).
+
+Writes ``subjects.json`` (after every arm, atomically) and ``subjects.png`` (held-out subjects: truth,
+render and error of unseen views; mid-slices) to ``--out``.
+
+    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # about 105 min on 2 cores
+    .venv/bin/python scripts/bench_subjects.py --parts full --out bench_out/subjects   # 45 min of it
+    .venv/bin/python scripts/bench_subjects.py --quick --out /tmp/subjects    # smoke run, not a result
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from bench_quality import machine_info, shipped_config, write_json
+
+from mri_nerfstudio.encoder_input import cached_encoder_input
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.metrics import fid_kid_from_features, image_features, view_scores
+from mri_nerfstudio.nerf.adversarial import AdversarialConfig
+from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
+from mri_nerfstudio.nerf.pipeline import mean_and_std, subject_volume_scores
+from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
+from mri_nerfstudio.nerf.single_view import (
+    SingleViewSettings,
+    input_view_occupancy,
+    reconstruct_from_view,
+    render_orbit,
+    single_subject_model,
+    trained_codes,
+)
+from mri_nerfstudio.view_split import orbit_view_split
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi-t1"
+BURST_FRACTION = 0.15
+ADVERSARIAL_WEIGHT = 0.03
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training configuration: a change to the shipped config, and whether it branches off the first arm."""
+
+    name: str
+    configure: Callable[[object, int], None] = lambda config, steps: None
+    all_seeds: bool = False
+    branch_at: float | None = None
+    """Fraction of the steps at which the arm starts from the first arm's state (None: trained from scratch)."""
+
+
+def _encoder(enabled: str, squeeze_excitation: bool = True) -> Callable[[object, int], None]:
+    def configure(config, steps: int) -> None:
+        config.pipeline.model.encoder.enabled = enabled
+        config.pipeline.model.encoder.squeeze_excitation = squeeze_excitation
+
+    return configure
+
+
+def _no_subject_grids(config, steps: int) -> None:
+    config.pipeline.model.subject_grid_resolution = 0
+
+
+def _adversarial(start_fraction: float) -> Callable[[object, int], None]:
+    def configure(config, steps: int) -> None:
+        config.pipeline.adversarial = AdversarialConfig(
+            lambda_adv=ADVERSARIAL_WEIGHT, start_step=round(start_fraction * steps)
+        )
+
+    return configure
+
+
+ARMS = (
+    Arm("shipped", all_seeds=True),
+    Arm("codes only", _encoder("off")),
+    Arm("encoder, no SE", _encoder("on", squeeze_excitation=False)),
+    Arm("no subject grids", _no_subject_grids),
+    Arm("adversarial burst", _adversarial(1 - BURST_FRACTION), all_seeds=True, branch_at=1 - BURST_FRACTION),
+    Arm("adversarial whole run", _adversarial(0.0)),
+)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="folder of <ID>_T1.nii.gz + <ID>_brainmask.nii.gz files")
+    parser.add_argument("--subjects", type=int, default=30, help="subjects used, the first by name")
+    parser.add_argument("--held-out", type=int, default=6, help="of which held out: the last by name")
+    parser.add_argument("--image-size", type=int, default=64, help="view size, px")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of every arm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the multi-seed arms")
+    parser.add_argument("--arms", nargs="+", default=[arm.name for arm in ARMS], choices=[arm.name for arm in ARMS],
+                        help="arms to run (the first is the reference of the others)")
+    parser.add_argument("--arm-view-stride", type=int, default=8,
+                        help="arms other than the first seed of the first arm score every N-th held-out view")
+    parser.add_argument("--fit-steps", type=int, default=200, help="steps of each held-out subject's fit")
+    parser.add_argument("--split", choices=["test", "val"], default="test", help="views scored (val: to choose)")
+    parser.add_argument("--parts", nargs="+", choices=["full", "arms"], default=["full", "arms"],
+                        help="full: the first arm's first seed on every view, its volumes and the held-out subjects' "
+                        "fits; arms: every arm and seed on every --arm-view-stride-th view, paired differences")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="prepared subjects' cache (default: under --out)")
+    parser.add_argument("--out", type=Path, default=Path("bench_out/subjects"), help="folder of subjects.json / .png")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 5 subjects (2 held out), 32 px, 60 steps, 1 seed, val views; not a result")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.subjects, args.held_out, args.image_size, args.steps, args.seeds = 5, 2, 32, 60, [0]
+        args.fit_steps, args.split = 20, "val"
+    if not 1 <= args.held_out < args.subjects:
+        parser.error(f"--held-out must be in 1..{args.subjects - 1}")
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder (the IXI T1s of ../shared/data/ixi-t1)")
+    return args
+
+
+def subject_root(data: Path, count: int, root: Path) -> list[str]:
+    """``root/<ID>/`` with links to ``<ID>-*_T1.nii.gz`` and its brain mask, for the first ``count`` IDs by name."""
+    scans = sorted(data.glob("IXI*_T1.nii.gz"))
+    if len(scans) < count:
+        raise MRIInputError(f"{len(scans)} *_T1.nii.gz files, --subjects asks for {count}", data)
+    names = []
+    for scan in scans[:count]:
+        name = scan.name.split("-")[0]
+        mask = scan.with_name(scan.name.replace("_T1.nii.gz", "_brainmask.nii.gz"))
+        if not mask.is_file():
+            raise MRIInputError(f"no brain mask {mask.name} beside the scan", scan)
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for source in (scan, mask):
+            link = folder / source.name
+            if not link.is_symlink():
+                link.symlink_to(source.resolve())
+        names.append(name)
+    return names
+
+
+def inception_features(images: list[torch.Tensor]) -> torch.Tensor:
+    """[N, 2048] features of grey images [H, W] in [0, 1]."""
+    return image_features(torch.stack(images)[..., None].expand(-1, -1, -1, 3))
+
+
+@dataclass
+class Renders:
+    """Held-out views of several subjects: [N, H, W] float renders and truths, with each view's subject and
+    eval-dataset index; ``truth_features`` caches the Inception features [2048] of each index's ground truth
+    (the same in every arm)."""
+
+    truth_features: dict[int, torch.Tensor]
+    renders: list[torch.Tensor] = field(default_factory=list)
+    truths: list[torch.Tensor] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+
+    def add(self, renders: torch.Tensor, truths: torch.Tensor, subject: str, indices: list[int]) -> None:
+        self.renders += list(renders)
+        self.truths += list(truths)
+        self.subjects += [subject] * len(renders)
+        self.indices += indices
+
+    def real_features(self) -> torch.Tensor:
+        """[N, 2048] features of the truths, computed only for indices not cached yet."""
+        missing = [i for i, index in enumerate(self.indices) if index not in self.truth_features]
+        if missing:
+            for i, features in zip(missing, inception_features([self.truths[i] for i in missing])):
+                self.truth_features[self.indices[i]] = features
+        return torch.stack([self.truth_features[index] for index in self.indices])
+
+    def scores(self) -> dict:
+        """PSNR / SSIM overall and per subject (mean and std over views), FID / KID over every image."""
+        renders, truths = torch.stack(self.renders), torch.stack(self.truths)
+        overall = view_scores(renders, truths)
+        per_subject = {}
+        for name in dict.fromkeys(self.subjects):
+            rows = [i for i, subject in enumerate(self.subjects) if subject == name]
+            per_subject[name] = view_scores(renders[rows], truths[rows])
+        psnrs = [s["psnr"] for s in per_subject.values()]
+        overall["psnr_subject_std"] = mean_and_std(psnrs)[1]
+        overall.update(fid_kid_from_features(self.real_features(), inception_features(self.renders)))
+        return {**overall, "images": len(renders), "per_subject": per_subject}
+
+
+def make_session(root: Path, names: list[str], training: list[str], arm: Arm, seed: int, args) -> TrainingSession:
+    config = shipped_config(root, args.image_size, args.cache_dir)
+    config.max_num_iterations = args.steps
+    config.pipeline.datamanager.dataparser.train_subjects = tuple(training)
+    arm.configure(config, args.steps)
+    seed_everything(seed)
+    return TrainingSession(config, args.out / "runs", eval_split=args.split)
+
+
+def eval_indices(session: TrainingSession, names: list[str], stride: int) -> dict[str, list[int]]:
+    """Eval-dataset indices per subject name: every ``stride``-th of its held-out views."""
+    subject_of = session.pipeline.datamanager.eval_dataset.cameras.metadata["subject_index"][:, 0].round().long()
+    return {name: torch.nonzero(subject_of == s).flatten()[::stride].tolist() for s, name in enumerate(names)}
+
+
+@torch.no_grad()
+def render_views(session: TrainingSession, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, H, W], [N, H, W]) float renders (the pipeline's eval model: EMA) and truths of eval views."""
+    dataset, model = session.pipeline.datamanager.eval_dataset, session.pipeline.model
+    renders, truths = [], []
+    for index in indices:
+        outputs = model.get_outputs_for_camera(dataset.cameras[index : index + 1].to(model.device))
+        renders.append(outputs["rgb"].clamp(0, 1).mean(dim=-1).cpu())
+        truths.append(dataset[index]["image"][..., :3].mean(dim=-1))
+    return torch.stack(renders), torch.stack(truths)
+
+
+def score_model(
+    session: TrainingSession, names: list[str], training: list[str], stride: int, full: bool, truth_features: dict
+) -> dict:
+    """(a) the training subjects' and the held-out subjects' held-out views as the model renders them (the
+    held-out subjects from their scans alone when the model has an encoder); with ``full``, volume scores."""
+    session.pipeline.eval()
+    groups = {"training subjects": Renders(truth_features), "held-out subjects (model)": Renders(truth_features)}
+    for name, indices in eval_indices(session, names, stride).items():
+        group = groups["training subjects" if name in training else "held-out subjects (model)"]
+        group.add(*render_views(session, indices), name, indices)
+    result = {group: renders.scores() for group, renders in groups.items()}
+    if full:
+        model, subjects = session.pipeline.model, session.pipeline.datamanager.dataparser.subjects
+        volumes = [subject_volume_scores(model, subjects[names.index(name)], names.index(name)) for name in training]
+        for key in ("volume_psnr", "volume_ssim"):
+            result["training subjects"][key], result["training subjects"][f"{key}_std"] = mean_and_std(
+                [v[key] for v in volumes]
+            )
+    session.pipeline.train()
+    return result
+
+
+def held_out_fits(session: TrainingSession, names: list[str], training: list[str], args) -> tuple[dict, dict]:
+    """(b) every held-out subject from the mean training code, from its scans (encoder), then fitted (code +
+    field) to view 0 and to its 15 training-orbit views; scores on the views not fitted. Also the figure's data."""
+    session.pipeline.eval()
+    model, dataparser = session.pipeline.model, session.pipeline.datamanager.dataparser
+    orbit = nerfstudio_cameras(dataparser.subjects[0].cameras)
+    train_views = list(orbit_view_split(dataparser.config.prepare, dataparser.config.train_every).train)
+    codes = trained_codes(model)[[names.index(name) for name in training]]
+    settings = SingleViewSettings(steps=args.fit_steps, finetune_field=True)
+    rows, figure = [], {}
+    for name in names:
+        if name in training:
+            continue
+        truth = dataparser.subjects[names.index(name)]
+        row = {"subject": name}
+        views = torch.from_numpy(truth.images)
+        start = single_subject_model(model, codes.mean(dim=0), input_view_occupancy(model, views[:1], orbit[0:1]))
+        start.eval()
+        row["mean-code start"] = view_scores(render_orbit(start, orbit)[1:], views[1:])
+        scans = None
+        if model.encoder is not None:
+            grid_size = dataparser.config.encoder_grid_size
+            scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, grid_size)
+        for label, fitted_views in (("1 view", [0]), ("15 views", train_views)):
+            began = time.perf_counter()
+            result = reconstruct_from_view(model, orbit, fitted_views, views[fitted_views], settings, truth,
+                                           baseline=label == "1 view", scans=scans)
+            row[f"fit, {label}"] = {**result.scores, "seconds": time.perf_counter() - began}
+            if label == "1 view" and scans is not None:
+                row["encoder start"] = result.baseline_scores
+            if label == "1 view":
+                figure[name] = {"truth": views, "render": result.renders, "model": result.model, "prepared": truth}
+        scores = ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items() if isinstance(v, dict))
+        print(f"    {name}: {scores}", flush=True)
+        rows.append(row)
+    summary = {}
+    for key in [k for k in rows[0] if k != "subject"]:
+        summary[key] = {}
+        for metric in ("psnr", "ssim", "volume_psnr", "volume_ssim"):
+            values = [row[key][metric] for row in rows if metric in row[key]]
+            if values:
+                summary[key][metric], summary[key][f"{metric}_std"] = mean_and_std(values)
+    session.pipeline.train()
+    return {"summary": summary, "per_subject": rows}, figure
+
+
+def write_figure(path: Path, name: str, shown: dict, scores: dict) -> None:
+    """``mri-report``'s subject figure of a held-out subject fitted to view 0: unseen views, then mid-slices."""
+    from mri_nerfstudio.cli.report import (
+        VolumeSlices,
+        field_slices,
+        mask_centre,
+        plane_aspects,
+        volume_slices,
+        write_subject_figure,
+    )
+    from mri_nerfstudio.nerf.pipeline import HeldOutRender
+
+    def as_uint8(image: torch.Tensor) -> torch.Tensor:
+        return (image.clamp(0, 1) * 255).round().to(torch.uint8)[..., None].expand(-1, -1, 3)
+
+    truth, render, prepared = shown["truth"], shown["render"], shown["prepared"]
+    views = [9, 18, 36, 54]  # 45, 90, 180, 270 degrees: none of them was fitted
+    renders = [
+        HeldOutRender(index=v, subject=0, view=v, image=as_uint8(truth[v]), rendering=as_uint8(render[v]),
+                      psnr=view_scores(render[v : v + 1], truth[v : v + 1])["psnr"], ssim=float("nan"))
+        for v in views
+    ]
+    centre = mask_centre(prepared)
+    volume = VolumeSlices(
+        reference=volume_slices(prepared.volume.images[prepared.volume.reference], centre),
+        estimate=field_slices(shown["model"], prepared, 0, centre),
+        aspects=plane_aspects(prepared),
+    )
+    title = (f"{name} (held out) fitted to view 0: {scores['psnr']:.1f} dB, SSIM {scores['ssim']:.3f} on the other "
+             f"{scores['views']} views")
+    write_subject_figure(path, title, renders, volume)
+
+
+def paired_differences(results: list[dict], reference: str) -> dict:
+    """Each arm minus the reference arm, per seed both ran, on the scores every arm has (mean and std over seeds)."""
+    keys = {
+        "training PSNR": ("training subjects", "psnr"),
+        "training SSIM": ("training subjects", "ssim"),
+        "training FID": ("training subjects", "fid"),
+        "training KID": ("training subjects", "kid"),
+        "held-out (model) PSNR": ("held-out subjects (model)", "psnr"),
+    }
+    by_arm: dict[str, dict[int, dict]] = {}
+    for result in results:
+        by_arm.setdefault(result["arm"], {})[result["seed"]] = result["arm_scores"]
+    differences = {}
+    for arm, seeds in by_arm.items():
+        if arm == reference:
+            continue
+        paired = [seed for seed in seeds if seed in by_arm.get(reference, {})]
+        if not paired:
+            continue
+        differences[arm] = {"seeds": paired}
+        for label, (group, metric) in keys.items():
+            values = [seeds[s][group][metric] - by_arm[reference][s][group][metric] for s in paired]
+            differences[arm][label], differences[arm][f"{label} std"] = mean_and_std(values)
+    return differences
+
+
+def tables(report: dict) -> str:
+    lines = [f"{'arm':>24} {'seed':>4} {'training subj. PSNR / SSIM / FID / KID':>40} "
+             f"{'held-out subj. (model) PSNR':>28}"]
+    for r in report["runs"]:
+        a, h = r["arm_scores"]["training subjects"], r["arm_scores"]["held-out subjects (model)"]
+        lines.append(f"{r['arm']:>24} {r['seed']:>4} {a['psnr']:>10.2f} / {a['ssim']:.3f} / {a['fid']:6.1f} / "
+                     f"{a['kid']:.3f} {h['psnr']:>20.2f} ({a['images']} + {h['images']} images, "
+                     f"{r['train_seconds']:.0f} s)")
+    if report.get("paired_differences"):
+        lines += ["", f"paired differences against '{report['arms'][0]}' (mean +- std over seeds):"]
+        for arm, d in report["paired_differences"].items():
+            lines.append(f"{arm:>24}: PSNR {d['training PSNR']:+.2f} +- {d['training PSNR std']:.2f} dB, "
+                         f"SSIM {d['training SSIM']:+.4f}, "
+                         f"FID {d['training FID']:+.1f} +- {d['training FID std']:.1f}, "
+                         f"KID {d['training KID']:+.4f}, held-out PSNR {d['held-out (model) PSNR']:+.2f} dB "
+                         f"(seeds {d['seeds']})")
+    full = report.get("full_scores")
+    if full:
+        a = full["training subjects"]
+        lines += ["", f"'{report['arms'][0]}', seed {report['seeds'][0]}, every held-out view:",
+                  f"  (a) training subjects: PSNR {a['psnr']:.2f} +- {a['psnr_std']:.2f} dB (subjects' std "
+                  f"{a['psnr_subject_std']:.2f}), SSIM {a['ssim']:.3f}, FID {a['fid']:.1f}, KID {a['kid']:.3f} over "
+                  f"{a['images']} images; volume PSNR {a['volume_psnr']:.2f} +- {a['volume_psnr_std']:.2f} dB, "
+                  f"SSIM {a['volume_ssim']:.3f}"]
+        h = full["held-out subjects (model)"]
+        lines.append(f"  (b) held-out subjects as the model renders them: PSNR {h['psnr']:.2f} +- {h['psnr_std']:.2f}"
+                     f" dB, SSIM {h['ssim']:.3f}, FID {h['fid']:.1f}, KID {h['kid']:.3f} over {h['images']} images")
+        for label, s in report["held_out_fits"]["summary"].items():
+            volume = f", volume PSNR {s['volume_psnr']:.2f} dB" if "volume_psnr" in s else ""
+            lines.append(f"  (b) {label:>15}: PSNR {s['psnr']:.2f} +- {s['psnr_std']:.2f} dB, "
+                         f"SSIM {s['ssim']:.3f}{volume}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.cache_dir = args.cache_dir or args.out / "cache"
+    root = args.out / "subjects"
+    names = subject_root(args.data, args.subjects, root)
+    training, held_out = names[: -args.held_out], names[-args.held_out :]
+    arms = [arm for arm in ARMS if arm.name in args.arms]
+    report = {
+        "command": " ".join(["scripts/bench_subjects.py", *(argv if argv is not None else __import__("sys").argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine_info(),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "training_subjects": training,
+        "held_out_subjects": held_out,
+        "arms": [arm.name for arm in arms],
+        "seeds": args.seeds,
+        "runs": [],
+    }
+    json_path = args.out / ("subjects.json" if len(set(args.parts)) == 2 else f"subjects_{args.parts[0]}.json")
+    truth_features: dict[int, torch.Tensor] = {}  # Inception features of the ground truths, by eval index
+    print(f"{len(training)} training subjects, held out: {', '.join(held_out)}; {args.image_size} px, "
+          f"{args.steps} steps, split {args.split}", flush=True)
+    first, with_arms = arms[0], "arms" in args.parts
+    for seed in args.seeds if with_arms else args.seeds[:1]:
+        branches = [arm for arm in arms[1:] if arm.branch_at is not None and arm.all_seeds] if with_arms else []
+        session = make_session(root, names, training, first, seed, args)
+        snapshots = {}
+        while session.step_count < args.steps:
+            for arm in branches:
+                if session.step_count == round(arm.branch_at * args.steps):
+                    snapshots[arm.name] = (session.step_count, copy.deepcopy(session.pipeline.state_dict()),
+                                           copy.deepcopy(session.trainer.optimizers.optimizers), session.train_seconds)
+            session.step()
+        full = "full" in args.parts and seed == args.seeds[0]
+        record_run(report, session, first, seed, names, training, args, full=full, truth_features=truth_features)
+        if full:
+            report["held_out_fits"], figure = held_out_fits(session, names, training, args)
+            for name, shown in figure.items():
+                write_figure(args.out / f"subjects_{name}.png", name, shown, report["held_out_fits"]["per_subject"][
+                    [row["subject"] for row in report["held_out_fits"]["per_subject"]].index(name)]["fit, 1 view"])
+        write_json(json_path, report)
+        del session
+        for arm in branches:
+            branch = make_session(root, names, training, arm, seed, args)
+            step, state, optimizers, seconds = snapshots[arm.name]
+            branch.pipeline.load_state_dict(state, strict=False)  # the discriminator starts fresh
+            for group, optimizer in optimizers.items():
+                branch.trainer.optimizers.optimizers[group].load_state_dict(optimizer.state_dict())
+            branch.step_count, branch.train_seconds = step, seconds
+            while branch.step_count < args.steps:
+                branch.step()
+            record_run(report, branch, arm, seed, names, training, args, full=False, truth_features=truth_features)
+            write_json(json_path, report)
+    for arm in arms[1:] if with_arms else []:
+        if arm.all_seeds and arm.branch_at is not None:
+            continue
+        for seed in args.seeds if arm.all_seeds else args.seeds[:1]:
+            session = make_session(root, names, training, arm, seed, args)
+            while session.step_count < args.steps:
+                session.step()
+            record_run(report, session, arm, seed, names, training, args, full=False, truth_features=truth_features)
+            write_json(json_path, report)
+    if with_arms:
+        report["paired_differences"] = paired_differences(report["runs"], first.name)
+    write_json(json_path, report)
+    print("\n" + tables(report))
+    print(f"\nJSON: {json_path}")
+
+
+def record_run(
+    report: dict, session: TrainingSession, arm: Arm, seed: int, names, training, args, full: bool, truth_features: dict
+) -> None:
+    """Score a trained arm (every ``--arm-view-stride``-th view; ``full``: every view, and the volumes too)."""
+    began = time.perf_counter()
+    scores = score_model(session, names, training, args.arm_view_stride, False, truth_features)
+    run = {"arm": arm.name, "seed": seed, "steps": session.step_count, "train_seconds": session.train_seconds,
+           "arm_scores": scores}
+    if full:
+        report["full_scores"] = score_model(session, names, training, 1, True, truth_features)
+    run["score_seconds"] = time.perf_counter() - began
+    report["runs"].append(run)
+    a, h = scores["training subjects"], scores["held-out subjects (model)"]
+    print(f"{arm.name:>24} seed {seed}: training subjects {a['psnr']:.2f} dB / {a['ssim']:.3f} / FID {a['fid']:.1f}, "
+          f"held-out subjects (model) {h['psnr']:.2f} dB ({session.train_seconds:.0f} s training, "
+          f"{run['score_seconds']:.0f} s scoring)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

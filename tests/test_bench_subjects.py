@@ -1,0 +1,78 @@
+"""scripts/bench_subjects.py: the subject root of links, paired differences, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.phantom import make_phantom
+from mri_nerfstudio.volume import save_nifti
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_subjects  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ixi_like_folder(tmp_path_factory, phantom_config_tiny) -> Path:
+    """Three SIMULATED subjects named as the IXI files are: ``IXI90N-HH-000N_T1.nii.gz`` + ``_brainmask``."""
+    folder = tmp_path_factory.mktemp("ixi")
+    for seed in range(3):
+        phantom = make_phantom(seed, phantom_config_tiny)
+        stem = f"IXI90{seed}-HH-000{seed}"
+        save_nifti(phantom.images["t1"].astype(np.float32), phantom.affine, folder / f"{stem}_T1.nii.gz")
+        save_nifti(phantom.brain.astype(np.uint8), phantom.affine, folder / f"{stem}_brainmask.nii.gz")
+    return folder
+
+
+def test_subject_root_links_each_scan_and_its_mask_and_changes_nothing(ixi_like_folder, tmp_path):
+    before = sorted(p.name for p in ixi_like_folder.iterdir())
+    names = bench_subjects.subject_root(ixi_like_folder, 2, tmp_path / "root")
+    assert names == ["IXI900", "IXI901"]
+    links = sorted((tmp_path / "root" / "IXI901").iterdir())
+    assert [p.name for p in links] == ["IXI901-HH-0001_T1.nii.gz", "IXI901-HH-0001_brainmask.nii.gz"]
+    assert all(p.is_symlink() for p in links)
+    assert bench_subjects.subject_root(ixi_like_folder, 2, tmp_path / "root") == names  # a re-run reuses the links
+    assert sorted(p.name for p in ixi_like_folder.iterdir()) == before
+    with pytest.raises(MRIInputError, match="--subjects asks for 4"):
+        bench_subjects.subject_root(ixi_like_folder, 4, tmp_path / "other")
+
+
+def test_paired_differences_subtract_the_reference_arm_seed_by_seed():
+    def run(arm, seed, psnr):
+        group = {"psnr": psnr, "ssim": 0.9, "fid": 10.0, "kid": 0.01}
+        scores = {"training subjects": group, "held-out subjects (model)": group}
+        return {"arm": arm, "seed": seed, "arm_scores": scores}
+
+    runs = [run("shipped", 0, 30.0), run("shipped", 1, 31.0), run("burst", 0, 29.0), run("burst", 1, 31.0),
+            run("single", 0, 32.0)]
+    differences = bench_subjects.paired_differences(runs, "shipped")
+    assert differences["burst"]["seeds"] == [0, 1]
+    assert differences["burst"]["training PSNR"] == pytest.approx(-0.5)
+    assert differences["burst"]["training PSNR std"] == pytest.approx(np.std([-1.0, 0.0], ddof=1))
+    assert differences["single"]["training PSNR"] == pytest.approx(2.0) and differences["single"]["seeds"] == [0]
+
+
+def test_tiny_run_scores_every_part_and_branches_the_burst_off_the_shipped_run(ixi_like_folder, tmp_path, capsys):
+    bench_subjects.main([
+        "--data", str(ixi_like_folder), "--subjects", "3", "--held-out", "1", "--image-size", "16", "--steps", "6",
+        "--seeds", "0", "--arms", "shipped", "adversarial burst", "--fit-steps", "2", "--split", "val",
+        "--out", str(tmp_path),
+    ])
+    assert "paired differences against 'shipped'" in capsys.readouterr().out
+    report = json.loads((tmp_path / "subjects.json").read_text())
+    assert report["training_subjects"] == ["IXI900", "IXI901"] and report["held_out_subjects"] == ["IXI902"]
+    assert [(run["arm"], run["steps"]) for run in report["runs"]] == [("shipped", 6), ("adversarial burst", 6)]
+    full = report["full_scores"]["training subjects"]
+    assert full["images"] == 2 * 14 and set(full["per_subject"]) == {"IXI900", "IXI901"}  # val: 14 views each
+    assert 0 < full["psnr"] < 60 and np.isfinite(full["fid"]) and "volume_psnr" in full
+    fits = report["held_out_fits"]["summary"]
+    assert set(fits) == {"mean-code start", "encoder start", "fit, 1 view", "fit, 15 views"}
+    assert report["held_out_fits"]["per_subject"][0]["fit, 15 views"]["views"] == 72 - 15
+    assert "adversarial burst" in report["paired_differences"]
+    assert Image.open(tmp_path / "subjects_IXI902.png").size[0] > 500
