@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     training, held_out = names[: -args.held_out], names[-args.held_out :]
     arms = [arm for arm in ARMS if arm.name in args.arms]
     report = {
-        "command": " ".join(["scripts/bench_subjects.py", *(argv if argv is not None else __import__("sys").argv[1:])]),
+        "command": " ".join(["scripts/bench_subjects.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -436,9 +437,9 @@ def main(argv: list[str] | None = None) -> None:
         record_run(report, session, first, seed, names, training, args, full=full, truth_features=truth_features)
         if full:
             report["held_out_fits"], figure = held_out_fits(session, names, training, args)
-            for name, shown in figure.items():
-                write_figure(args.out / f"subjects_{name}.png", name, shown, report["held_out_fits"]["per_subject"][
-                    [row["subject"] for row in report["held_out_fits"]["per_subject"]].index(name)]["fit, 1 view"])
+            for row in report["held_out_fits"]["per_subject"]:
+                name = row["subject"]
+                write_figure(args.out / f"subjects_{name}.png", name, figure[name], row["fit, 1 view"])
         write_json(json_path, report)
         del session
         for arm in branches:
