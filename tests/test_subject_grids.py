@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
+from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.field import trilinear_interpolation
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
 from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids
@@ -64,6 +65,10 @@ def test_model_builds_subject_grids_only_for_several_subjects():
     assert model.field.backbone.shape_code_dim == model.preset.shape_code_dim + 2
     grouped = {id(p) for params in model.get_param_groups().values() for p in params}
     assert id(model.subject_grids.tables) in grouped
+    with pytest.raises(MRIInputError, match="subject_grid_resolution must be 0"):
+        _model(3, subject_grid_resolution=1)
+    with pytest.raises(MRIInputError, match="subject_grid_channels >= 1, got 6 and 0"):
+        _model(3, subject_grid_resolution=6, subject_grid_channels=0)
 
 
 def test_a_subjects_grid_changes_only_that_subjects_renders_and_volume():

@@ -194,7 +194,13 @@ class MRIMedNeRFModel(Model):
         self.preset = self.config.resolved_preset()
 
         self.subject_grids: Optional[SubjectFeatureGrids] = None
-        if self.config.subject_grid_resolution > 0 and self.num_subjects >= 2:
+        resolution, channels = self.config.subject_grid_resolution, self.config.subject_grid_channels
+        if resolution == 1 or resolution < 0 or channels < 1:
+            raise MRIInputError(
+                "model: subject_grid_resolution must be 0 (no subject grids) or >= 2 and subject_grid_channels >= 1, "
+                f"got {resolution} and {channels}"
+            )
+        if resolution > 0 and self.num_subjects >= 2:
             self.subject_grids = SubjectFeatureGrids(
                 self.num_subjects, self.config.subject_grid_resolution, self.config.subject_grid_channels
             )
