@@ -220,6 +220,12 @@ def make_session(root: Path, names: list[str], training: list[str], arm: Arm, se
     return TrainingSession(config, args.out / "runs", eval_split=args.split)
 
 
+def optimizer_states(session: TrainingSession) -> dict[str, dict]:
+    """A copy of each optimizer's state (moments, step counts), by param group: what a branch starts from."""
+    optimizers = session.trainer.optimizers.optimizers
+    return {group: copy.deepcopy(optimizer.state_dict()) for group, optimizer in optimizers.items()}
+
+
 def eval_indices(session: TrainingSession, names: list[str], stride: int) -> dict[str, list[int]]:
     """Eval-dataset indices per subject name: every ``stride``-th of its held-out views."""
     subject_of = session.pipeline.datamanager.eval_dataset.cameras.metadata["subject_index"][:, 0].round().long()
@@ -431,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
             for arm in branches:
                 if session.step_count == round(arm.branch_at * args.steps):
                     snapshots[arm.name] = (session.step_count, copy.deepcopy(session.pipeline.state_dict()),
-                                           copy.deepcopy(session.trainer.optimizers.optimizers), session.train_seconds)
+                                           optimizer_states(session), session.train_seconds)
             session.step()
         full = "full" in args.parts and seed == args.seeds[0]
         record_run(report, session, first, seed, names, training, args, full=full, truth_features=truth_features)
@@ -446,8 +452,8 @@ def main(argv: list[str] | None = None) -> None:
             branch = make_session(root, names, training, arm, seed, args)
             step, state, optimizers, seconds = snapshots[arm.name]
             branch.pipeline.load_state_dict(state, strict=False)  # the discriminator starts fresh
-            for group, optimizer in optimizers.items():
-                branch.trainer.optimizers.optimizers[group].load_state_dict(optimizer.state_dict())
+            for group, optimizer_state in optimizers.items():
+                branch.trainer.optimizers.optimizers[group].load_state_dict(optimizer_state)
             branch.step_count, branch.train_seconds = step, seconds
             while branch.step_count < args.steps:
                 branch.step()
