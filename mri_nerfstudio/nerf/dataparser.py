@@ -15,7 +15,7 @@ passed to the model in the metadata.
 
 The world frame is the one of :mod:`mri_nerfstudio.views`: each subject's brain centred in the unit
 sphere, world +Z = superior. This module must not import datamanagers, pipelines or method configs
-(nerfstudio drops a dataparser entry point that does, see NERFSTUDIO_NOTES.md).
+(nerfstudio drops a dataparser entry point that does, see docs/architecture.md, "Plugin registration").
 """
 
 from __future__ import annotations
