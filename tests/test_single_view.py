@@ -14,6 +14,7 @@ from mri_nerfstudio.nerf.single_view import (
     code_prior,
     fit_single_view,
     initial_codes,
+    initial_grid,
     input_view_occupancy,
     single_subject_model,
     trained_codes,
@@ -114,3 +115,39 @@ def test_a_new_subject_gets_a_fresh_subject_grid_that_is_fitted_with_the_field(t
     assert code_only.subject_grids.tables.abs().max() == 0
     with_field, history = fit_single_view(model, view, camera, SingleViewSettings(steps=3, finetune_field=True))
     assert with_field.subject_grids.tables.abs().max() > 0 and len(history.mse) == 3
+
+
+def test_the_encoder_predicts_each_subjects_grid_and_a_new_subject_starts_from_it(tiny_encoder_model):
+    model = tiny_encoder_model(subject_grid_resolution=4, subject_grid_channels=2).eval()
+    assert model.encoder.grid_head is not None
+    with torch.no_grad():
+        model.subject_grids.tables[:2].normal_()  # subjects 0, 1 trained; subject 2 never was (zero residual)
+        before = model(_rays(subject=2))["rgb"]
+        model.encoder.grid_head.projection.weight.normal_()  # a trained head: features of the scans in place
+        predicted = model.predicted_grid_tables(torch.tensor([2, 0, 2]))
+        after = model(_rays(subject=2))["rgb"]
+    assert sorted(predicted) == [0, 2] and predicted[2].shape == (4**3, 2)
+    assert (predicted[2] - predicted[0]).abs().max() > 1e-3  # different scans, different grids
+    assert (after - before).abs().max() > 1e-4  # a held-out subject renders from its own scans' grid
+
+    grid = initial_grid(model, _scans_of(model, 2))
+    torch.testing.assert_close(grid, predicted[2])
+    assert initial_grid(model) is None  # no scans: a zero grid
+    copy = single_subject_model(model, trained_codes(model)[2], None, grid).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(copy(_rays())["rgb"], after)  # the start renders as the model renders it
+
+    without = tiny_encoder_model(subject_grid_resolution=4, subject_grid_channels=2,
+                                 encoder=type(model.config.encoder)(grid_features=False))
+    assert without.encoder.grid_head is None and without.predicted_grid_tables(torch.tensor([0])) is None
+    assert initial_grid(without, _scans_of(without, 2)) is None
+
+
+def test_training_reaches_the_encoders_grid_head(tiny_encoder_model):
+    model = tiny_encoder_model(subject_grid_resolution=4, subject_grid_channels=2).train()
+    target = torch.full((32, 3), 0.7)
+    outputs = model(_rays(subject=1))
+    sum(model.get_loss_dict(outputs, {"image": target}).values()).backward()
+    assert model.encoder.grid_head.projection.weight.grad.abs().max() > 0
+    grouped = {id(p) for p in model.get_param_groups()["encoder"]}
+    assert id(model.encoder.grid_head.projection.weight) in grouped

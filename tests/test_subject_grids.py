@@ -11,7 +11,7 @@ from nerfstudio.data.scene_box import SceneBox
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.field import trilinear_interpolation
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
-from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids
+from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids, vertex_tables
 
 TINY = dict(preset="cpu", grid_resolutions=(4, 8), grid_channels=2, grid_width=8, num_samples=8)
 SCENE_BOX = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
@@ -47,6 +47,24 @@ def test_each_point_reads_its_own_subjects_grid():
     for ray, subject in enumerate([2, 0, 1, 2]):
         expected = trilinear_interpolation(grids.tables[subject], 5, points[ray])
         torch.testing.assert_close(features[ray], expected)
+
+
+def test_vertex_tables_sample_a_working_grid_volume_at_the_grid_vertices():
+    """A volume equal to world x (channel 0) and world z (channel 1) at its cell centres, axes (z, x, y)."""
+    g, r = 8, 5
+    centres = (torch.arange(g) + 0.5) / g * 2 - 1
+    z, x, _ = torch.meshgrid(centres, centres, centres, indexing="ij")
+    tables = vertex_tables(torch.stack([x, z])[None], r)
+    assert tables.shape == (1, r**3, 2)
+    vertices = torch.linspace(-1, 1, r)
+    i, j, k = torch.meshgrid(torch.arange(r), torch.arange(r), torch.arange(r), indexing="ij")
+    inner = ((i > 0) & (i < r - 1) & (k > 0) & (k < r - 1)).flatten()  # beyond the outer centres: the border value
+    torch.testing.assert_close(tables[0, inner, 0], vertices[i.flatten()[inner]])
+    torch.testing.assert_close(tables[0, inner, 1], vertices[k.flatten()[inner]])
+    torch.testing.assert_close(tables[0, ~inner].abs().max(), torch.tensor(1 - 1 / g))
+    # Read back through the subject grids' interpolation: the same linear function inside the inner vertices.
+    points = torch.rand(20, 3) - 0.5
+    torch.testing.assert_close(trilinear_interpolation(tables[0], r, points), points[:, [0, 2]])
 
 
 def test_grids_start_at_zero_and_refuse_bad_sizes():

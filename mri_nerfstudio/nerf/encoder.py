@@ -6,6 +6,11 @@ radiance field. Here the encoder *predicts the subject's codes*: the model adds 
 residual (zero for subjects never trained on), so a new subject gets codes from its scans alone and
 the field itself is unchanged.
 
+A few numbers cannot say where a new brain's anatomy lies, so with subject grids
+(:mod:`~mri_nerfstudio.nerf.subject_grids`) the encoder also predicts each subject's grid: a small 3D CNN
+at the working grid's resolution maps the scans to features in place (voxel-aligned, as pixelNeRF aligns
+image features), which the model adds to the subject's learned grid.
+
 Input: :class:`~mri_nerfstudio.encoder_input.EncoderInput` tensors, i.e. the BraTS modalities as
 channels on a ``G^3`` working grid (slice axis first), the modality presence flags and the acquired
 voxel spacing (which tells the network how thick the slices were before resampling).
@@ -37,6 +42,11 @@ class SliceEncoderConfig:
     """SE bottleneck: G slices -> G / se_reduction -> G."""
     output_init_std: float = 0.01
     """Std of the output layer's initial weights (small: codes start near the prior's mean)."""
+    grid_features: bool = True
+    """With subject grids: also predict each subject's grid features from its scans (:class:`ScanFeatureVolume`)."""
+    grid_width: int = 8
+    """Channels of the hidden layers of :class:`ScanFeatureVolume` (16: 0.4 dB more on held-out subjects' val
+    views of 24 real brains, for 1.26x the step time)."""
 
 
 class SliceSqueezeExcitation(nn.Module):
@@ -57,6 +67,37 @@ class SliceSqueezeExcitation(nn.Module):
         return slice_matrix * weights[..., None], weights
 
 
+def _conv_block(c_in: int, c_out: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Sequential:
+    """3 x 3 x 3 convolution, group norm, SiLU."""
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, kernel_size=3, stride=stride, padding=1),
+        nn.GroupNorm(min(8, c_out), c_out),
+        nn.SiLU(),
+    )
+
+
+class ScanFeatureVolume(nn.Module):
+    """Scans -> a feature volume on the same grid: two 3 x 3 x 3 convolutions (a 5-cell receptive field), then a
+    1 x 1 x 1 projection that starts at zero (so a new model's grids start as its learned grids alone).
+
+    Args:
+        num_modalities: C, input channels.
+        width: hidden channels.
+        channels: F, output features per cell.
+    """
+
+    def __init__(self, num_modalities: int, width: int, channels: int):
+        super().__init__()
+        self.layers = nn.Sequential(_conv_block(num_modalities, width), _conv_block(width, width))
+        self.projection = nn.Conv3d(width, channels, kernel_size=1)
+        nn.init.zeros_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+
+    def forward(self, scans: Tensor) -> Tensor:
+        """[B, C, G, G, G] -> [B, F, G, G, G], the same axes (slice axis first)."""
+        return self.projection(self.layers(scans))
+
+
 class SliceEncoder(nn.Module):
     """3D CNN -> slice matrix -> SE -> codes.
 
@@ -65,26 +106,22 @@ class SliceEncoder(nn.Module):
         num_modalities: C, input channels.
         grid_size: G, cells per axis of the working grid (the dataparser's ``encoder_grid_size``).
         code_dim: size of the output (shape code + appearance code).
+        grid_channels: F, features per cell of the predicted subject grids (0: no grid prediction, also when
+            ``config.grid_features`` is off).
     """
 
-    def __init__(self, config: SliceEncoderConfig, num_modalities: int, grid_size: int, code_dim: int):
+    def __init__(
+        self, config: SliceEncoderConfig, num_modalities: int, grid_size: int, code_dim: int, grid_channels: int = 0
+    ):
         super().__init__()
         g, w = grid_size, config.width
         if g < 8 or g % 8:
             raise ValueError(f"encoder grid_size must be a multiple of 8 and >= 8, got {g}")
-
-        def block(c_in: int, c_out: int, stride: tuple[int, int, int]) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv3d(c_in, c_out, kernel_size=3, stride=stride, padding=1),
-                nn.GroupNorm(min(8, c_out), c_out),
-                nn.SiLU(),
-            )
-
         # Strides (1, 2, 2) keep every slice and shrink each one in-plane: G x G -> G/8 x G/8.
         self.cnn = nn.Sequential(
-            block(num_modalities, w, (1, 2, 2)),
-            block(w, 2 * w, (1, 2, 2)),
-            block(2 * w, 4 * w, (1, 2, 2)),
+            _conv_block(num_modalities, w, (1, 2, 2)),
+            _conv_block(w, 2 * w, (1, 2, 2)),
+            _conv_block(2 * w, 4 * w, (1, 2, 2)),
         )
         self.slice_rows = nn.Linear(4 * w * (g // 8) ** 2, config.slice_feature_dim)
         self.squeeze_excitation = SliceSqueezeExcitation(g, config.se_reduction) if config.squeeze_excitation else None
@@ -96,6 +133,9 @@ class SliceEncoder(nn.Module):
         )
         nn.init.normal_(self.head[-1].weight, std=config.output_init_std)
         nn.init.zeros_(self.head[-1].bias)
+        self.grid_head: ScanFeatureVolume | None = None
+        if config.grid_features and grid_channels > 0:
+            self.grid_head = ScanFeatureVolume(num_modalities, config.grid_width, grid_channels)
 
     def slice_matrix(self, scans: Tensor) -> Tensor:
         """Scans [B, C, S, G, G] -> one row per slice [B, S, F]."""

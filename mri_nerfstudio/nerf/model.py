@@ -17,8 +17,8 @@ Two presets (``--pipeline.model.preset``) pick the network and its sizes:
 
 With the slice encoder on (``--pipeline.model.encoder.enabled``; ``auto`` = on for two or more
 subjects), a subject's codes are the encoder's prediction from its scans plus a learned residual that
-starts at zero: a subject that was never trained on (held out by ``--train-subjects``) is rendered from
-its scans alone.
+starts at zero, and with subject grids so is its grid (the encoder's grid head reads the scans in place):
+a subject that was never trained on (held out by ``--train-subjects``) is rendered from its scans alone.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from mri_nerfstudio.nerf.field import (
 )
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
-from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids
+from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids, vertex_tables
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
 from mri_nerfstudio.nerf.viewer_slice import ViewerSlicePlane, difference_colours
 from mri_nerfstudio.uncertainty import blend_spread
@@ -139,7 +139,8 @@ class MRIMedNeRFModelConfig(ModelConfig):
     occupancy_margin: float = 0.05
     """World units (the brain's bounding radius is about 1) by which the visual hulls are dilated."""
     encoder: SliceEncoderConfig = field(default_factory=SliceEncoderConfig)
-    """The slice encoder (3D CNN + Squeeze-and-Excitation) that predicts each subject's codes from its scans."""
+    """The slice encoder (3D CNN + Squeeze-and-Excitation) that predicts each subject's codes, and with subject
+    grids its grid, from its scans."""
     subject_grid_resolution: int = 0
     """With two or more subjects: vertices per axis of each subject's own feature grid, whose features at a
     point extend its shape code (:mod:`~mri_nerfstudio.nerf.subject_grids`; 0: none, codes alone)."""
@@ -267,7 +268,8 @@ class MRIMedNeRFModel(Model):
             raise MRIInputError("encoder is on but the dataparser metadata has no encoder_scans; use the mri-data dataparser")
         if scans.shape[0] != self.num_subjects:
             raise MRIInputError(f"encoder_scans has {scans.shape[0]} subjects, subject_names {self.num_subjects}")
-        self.encoder = SliceEncoder(self.config.encoder, scans.shape[1], scans.shape[-1], code_dim)
+        grid_channels = 0 if self.subject_grids is None else self.subject_grids.channels
+        self.encoder = SliceEncoder(self.config.encoder, scans.shape[1], scans.shape[-1], code_dim, grid_channels)
 
     def _make_backbone(self) -> RadianceBackbone:
         preset, config = self.preset, self.config
@@ -338,21 +340,38 @@ class MRIMedNeRFModel(Model):
             )
         return index
 
-    def shape_code_at(self, points: Tensor, subjects: Tensor, shape_code: Tensor) -> Tensor:
+    def predicted_grid_tables(self, subjects: Tensor) -> dict[int, Tensor] | None:
+        """{subject: [R^3, C]} the encoder's subject grid of each distinct subject in ``subjects`` [...] (from its
+        scans), or None when the model has no subject grids or its encoder predicts none."""
+        if self.subject_grids is None or self.encoder is None or self.encoder.grid_head is None:
+            return None
+        unique = torch.unique(subjects)
+        volumes = self.encoder.grid_head(self.encoder_scans[unique])
+        return dict(zip(unique.tolist(), vertex_tables(volumes, self.subject_grids.resolution)))
+
+    def shape_code_at(
+        self, points: Tensor, subjects: Tensor, shape_code: Tensor, predicted: dict[int, Tensor] | None = None
+    ) -> Tensor:
         """The field's shape code at ``points`` [..., 3]: the subjects' ``shape_code`` [..., Ds] (broadcast),
-        followed with subject grids by the features of ``subjects`` [...] there: [..., Ds (+ C)]."""
+        followed with subject grids by the features of ``subjects`` [...] there: [..., Ds (+ C)].
+        ``predicted``: the encoder's grids of these subjects (:meth:`predicted_grid_tables`; computed when None)."""
         if self.subject_grids is None:
             return shape_code
-        local = self.subject_grids(points, subjects).to(shape_code.dtype)
+        predicted = self.predicted_grid_tables(subjects) if predicted is None else predicted
+        local = self.subject_grids(points, subjects, predicted).to(shape_code.dtype)
         return torch.cat([shape_code.expand(*local.shape[:-1], shape_code.shape[-1]), local], dim=-1)
 
-    def _conditioned(self, ray_samples: RaySamples, codes: Tensor, subjects: Tensor) -> RaySamples:
+    def _conditioned(
+        self, ray_samples: RaySamples, codes: Tensor, subjects: Tensor, predicted: dict[int, Tensor] | None = None
+    ) -> RaySamples:
         """The samples with their rays' shape codes (per sample with subject grids, else [..., 1, Ds]) and
-        appearance codes [..., 1, Da] in their metadata; ``codes`` [..., Ds + Da] and ``subjects`` [...] per ray."""
+        appearance codes [..., 1, Da] in their metadata; ``codes`` [..., Ds + Da] and ``subjects`` [...] per ray;
+        ``predicted`` as in :meth:`shape_code_at`."""
         codes = codes[..., None, :]
         shape_code = codes[..., : self.preset.shape_code_dim]
         if self.subject_grids is not None:
-            shape_code = self.shape_code_at(ray_samples.frustums.get_positions(), subjects[..., None], shape_code)
+            positions = ray_samples.frustums.get_positions()
+            shape_code = self.shape_code_at(positions, subjects[..., None], shape_code, predicted)
         ray_samples.metadata = {
             **(ray_samples.metadata or {}),
             "shape_code": shape_code,
@@ -363,12 +382,14 @@ class MRIMedNeRFModel(Model):
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor]:
         subjects = self.subject_indices(ray_bundle)
         codes = self.codes_of(subjects)  # [..., Ds + Da]
-        ray_samples = self._conditioned(self.sampler(ray_bundle), codes, subjects)
+        predicted = self.predicted_grid_tables(subjects)  # once per batch: both samplers read it
+        ray_samples = self._conditioned(self.sampler(ray_bundle), codes, subjects, predicted)
         if self.pdf_sampler is not None:
             with torch.no_grad():
                 first_density, _ = self.field.get_density(ray_samples)
                 weights = ray_samples.get_weights(first_density.float())
-            ray_samples = self._conditioned(self.pdf_sampler(ray_bundle, ray_samples, weights), codes, subjects)
+            resampled = self.pdf_sampler(ray_bundle, ray_samples, weights)
+            ray_samples = self._conditioned(resampled, codes, subjects, predicted)
         occupied = None
         if self.config.skip_empty_space and self.occupancy is not None:
             occupied = self.occupancy.occupied(ray_samples.frustums.get_positions(), subjects[..., None])

@@ -8,7 +8,8 @@ code is optimised so that the rendered view matches the given one:
 where ``mean`` and ``variance`` are a Gaussian fitted to the training subjects' codes (isotropic: a
 handful of subjects cannot estimate one variance per dimension). The optimisation starts from
 :func:`initial_codes`: the slice encoder's prediction from the new subject's scans when the model has
-an encoder and the scans are known, else the mean training code.
+an encoder and the scans are known, else the mean training code; with subject grids, from
+:func:`initial_grid` (the encoder's grid from the scans, else zeros).
 
 The new subject's empty space is skipped outside :func:`input_view_occupancy`: the visual hull of its
 input view(s) alone, within the space where the field was trained (the union of the model's grids). Nothing
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
-from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids
+from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids, vertex_tables
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ def initial_codes(model, scans: EncoderInput | None = None) -> Tensor:
         return model.encoder(*inputs)[0]
 
 
+def initial_grid(model, scans: EncoderInput | None = None) -> Tensor | None:
+    """[R^3, C] starting subject grid of a subject not seen in training: the encoder's prediction from its scans
+    (what the model renders a held-out subject with), or None (zeros) without scans or a grid-predicting encoder."""
+    if model.subject_grids is None or model.encoder is None or model.encoder.grid_head is None or scans is None:
+        return None
+    with torch.no_grad():
+        volume = model.encoder.grid_head(torch.from_numpy(scans.scans)[None].to(model.device))
+        return vertex_tables(volume, model.subject_grids.resolution)[0]
+
+
 def code_prior(model) -> tuple[Tensor, float]:
     """Mean [Ds + Da] and isotropic variance of the training codes (the initial spread for a single subject)."""
     codes = trained_codes(model)
@@ -102,12 +113,12 @@ def input_view_occupancy(model, views: Tensor, cameras: Cameras) -> Tensor | Non
     return hull.to(model.occupancy.grids.device) & model.occupancy.grids.any(dim=0)
 
 
-def single_subject_model(model, code: Tensor, occupancy: Tensor | None):
+def single_subject_model(model, code: Tensor, occupancy: Tensor | None, grid: Tensor | None = None):
     """A copy of ``model`` whose only subject (index 0, which rays without a subject render) has ``code``.
 
-    The copy has no slice encoder (its code is explicit) and no input scans, a fresh (zero) subject grid
-    when the model has subject grids, and skips the space outside ``occupancy`` [G, G, G] bool
-    (:func:`input_view_occupancy`; None: it evaluates every sample).
+    The copy has no slice encoder (its code is explicit) and no input scans. When the model has subject
+    grids, the copy's grid is ``grid`` [R^3, C] (:func:`initial_grid`; None: zeros). It skips the space outside
+    ``occupancy`` [G, G, G] bool (:func:`input_view_occupancy`; None: it evaluates every sample).
     """
     copied = copy.deepcopy(model)
     copied.subject_codes = nn.Embedding(1, code.numel()).to(code.device)
@@ -117,6 +128,9 @@ def single_subject_model(model, code: Tensor, occupancy: Tensor | None):
     if model.subject_grids is not None:
         grids = model.subject_grids
         copied.subject_grids = SubjectFeatureGrids(1, grids.resolution, grids.channels).to(code.device)
+        if grid is not None:
+            with torch.no_grad():
+                copied.subject_grids.tables[0] = grid
     copied.encoder = None
     for name in ("encoder_scans", "encoder_present", "encoder_spacing_mm"):
         if hasattr(copied, name):
@@ -150,7 +164,8 @@ def fit_single_view(
             f"views are {tuple(views.shape)} pixels for {len(camera)} camera(s) of {height} x {width}, expected one view each"
         )
     prior_mean, prior_variance = code_prior(model)
-    fitted = single_subject_model(model, initial_codes(model, scans), input_view_occupancy(model, views, camera))
+    occupancy = input_view_occupancy(model, views, camera)
+    fitted = single_subject_model(model, initial_codes(model, scans), occupancy, initial_grid(model, scans))
     fitted.eval()  # deterministic ray samples and no density noise: the field as it renders
     local = [] if fitted.subject_grids is None else list(fitted.subject_grids.parameters())
     for parameter in [*fitted.field.parameters(), *local]:
@@ -208,7 +223,7 @@ class SingleViewResult:
     scores: dict[str, float] = field(default_factory=dict)
     """``input_view_psnr``, ``psnr``/``ssim`` (+ ``_std``) over the other views, ``volume_psnr``/``volume_ssim``."""
     baseline_scores: dict[str, float] = field(default_factory=dict)
-    """The same for the starting code (:func:`initial_codes`) without any fitting."""
+    """The same for the starting code and grid (:func:`initial_codes`, :func:`initial_grid`) without any fitting."""
 
 
 def reconstruct_from_view(
@@ -265,7 +280,7 @@ def reconstruct_from_view(
     result.scores = scores_of(fitted, result.renders)
     if baseline:
         occupancy = input_view_occupancy(model, views, input_cameras)
-        start = single_subject_model(model, initial_codes(model, scans), occupancy)
+        start = single_subject_model(model, initial_codes(model, scans), occupancy, initial_grid(model, scans))
         start.eval()
         result.baseline_scores = scores_of(start, render_orbit(start, orbit))
     return result
