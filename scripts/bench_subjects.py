@@ -2,7 +2,7 @@
 
 Questions: does one conditional field hold 24 real brains (the training subjects' held-out views), how well
 does what it learned carry to brains it never saw (from their scans alone, then after ``mri-reconstruct`` on
-1 and on 15 views), and do the slice encoder, its SE block and the adversarial loss help?
+1 and on 15 views), and do the slice encoder, its SE block, its grid head and the adversarial loss help?
 
 Protocol:
 
@@ -10,19 +10,22 @@ Protocol:
   those masks. A root of subject folders is made of symbolic links under ``--out`` (the scans are only
   read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
   with the defaults); the others train, 15 views each.
-- Training: the shipped ``mri-mednerf`` config (this machine's preset) at ``--image-size`` px for ``--steps``.
+- Training: the shipped ``mri-mednerf`` config (this machine's preset) at ``--image-size`` px, ``--steps`` for
+  the full part and ``--arm-steps`` for the arms (shorter, so that the default run fits in an hour on 2 cores).
 - Choices (``--split val``): scored on the val views (14 per subject). Reports (default ``--split test``): the
   test views (43 per subject), or every ``--arm-view-stride``-th of them for the arms other than the first.
 - Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans
-  alone (encoder start) and from the mean training code, then fitted (code + field, as ``mri-reconstruct
-  --finetune-field``) to 1 view (azimuth 0) and to their 15 training-orbit views, scored on the other views.
+  alone (encoder start: its codes and subject grid from its scans) and from the mean training code (no scans:
+  a zero subject grid), then fitted (code + field, as ``mri-reconstruct --finetune-field``, starting from the
+  encoder's prediction) to 1 view (azimuth 0) and to their 15 training-orbit views, scored on the other views.
   PSNR / SSIM per subject and overall with std; FID / KID over all images of a group (the count is given);
   volume PSNR / SSIM on the brain mask.
 
 Arms (stopping rule: one pass, then stop; each arm against the first, paired by seed):
 
-- ``shipped``: encoder with SE, subject grids, adversarial off (seeds ``--seeds``);
-- ``codes only``, ``encoder, no SE``, ``no subject grids``: the first seed only;
+- ``shipped``: encoder with SE and grid head, subject grids, adversarial off (seeds ``--seeds``);
+- ``codes only`` (no encoder), ``encoder, no SE``, ``encoder, no grid head`` (the encoder predicts codes only),
+  ``no subject grids`` (only with ``--arms``): the first seed only;
 - ``adversarial burst``: the shipped run with ``lambda_adv`` 0.03 over its last 15 % of steps, branched
   from it at that step (every seed: the two runs share everything before the burst);
 - ``adversarial whole run``: ``lambda_adv`` 0.03 from the first step (the first seed).
@@ -30,8 +33,8 @@ Arms (stopping rule: one pass, then stop; each arm against the first, paired by 
 Writes ``subjects.json`` (after every arm, atomically) and ``subjects.png`` (held-out subjects: truth,
 render and error of unseen views; mid-slices) to ``--out``.
 
-    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # about 105 min on 2 cores
-    .venv/bin/python scripts/bench_subjects.py --parts full --out bench_out/subjects   # 45 min of it
+    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # about 60 min on 2 cores
+    .venv/bin/python scripts/bench_subjects.py --parts full --out bench_out/subjects   # the full part alone
     .venv/bin/python scripts/bench_subjects.py --quick --out /tmp/subjects    # smoke run, not a result
 """
 
@@ -79,12 +82,17 @@ class Arm:
     all_seeds: bool = False
     branch_at: float | None = None
     """Fraction of the steps at which the arm starts from the first arm's state (None: trained from scratch)."""
+    default: bool = True
+    """Run without ``--arms``."""
 
 
-def _encoder(enabled: str, squeeze_excitation: bool = True) -> Callable[[object, int], None]:
+def _encoder(
+    enabled: str, squeeze_excitation: bool = True, grid_features: bool = True
+) -> Callable[[object, int], None]:
     def configure(config, steps: int) -> None:
         config.pipeline.model.encoder.enabled = enabled
         config.pipeline.model.encoder.squeeze_excitation = squeeze_excitation
+        config.pipeline.model.encoder.grid_features = grid_features
 
     return configure
 
@@ -106,7 +114,8 @@ ARMS = (
     Arm("shipped", all_seeds=True),
     Arm("codes only", _encoder("off")),
     Arm("encoder, no SE", _encoder("on", squeeze_excitation=False)),
-    Arm("no subject grids", _no_subject_grids),
+    Arm("encoder, no grid head", _encoder("on", grid_features=False)),
+    Arm("no subject grids", _no_subject_grids, default=False),
     Arm("adversarial burst", _adversarial(1 - BURST_FRACTION), all_seeds=True, branch_at=1 - BURST_FRACTION),
     Arm("adversarial whole run", _adversarial(0.0)),
 )
@@ -119,9 +128,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=30, help="subjects used, the first by name")
     parser.add_argument("--held-out", type=int, default=6, help="of which held out: the last by name")
     parser.add_argument("--image-size", type=int, default=64, help="view size, px")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of every arm")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of the full part's model")
+    parser.add_argument("--arm-steps", type=int, default=400,
+                        help="training steps of every arm (when equal to --steps, the full part is the first arm's "
+                        "first seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the multi-seed arms")
-    parser.add_argument("--arms", nargs="+", default=[arm.name for arm in ARMS], choices=[arm.name for arm in ARMS],
+    parser.add_argument("--arms", nargs="+", default=[arm.name for arm in ARMS if arm.default],
+                        choices=[arm.name for arm in ARMS],
                         help="arms to run (the first is the reference of the others)")
     parser.add_argument("--arm-view-stride", type=int, default=8,
                         help="arms other than the first seed of the first arm score every N-th held-out view")
@@ -136,7 +149,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="smoke run: 5 subjects (2 held out), 32 px, 60 steps, 1 seed, val views; not a result")
     args = parser.parse_args(argv)
     if args.quick:
-        args.subjects, args.held_out, args.image_size, args.steps, args.seeds = 5, 2, 32, 60, [0]
+        args.subjects, args.held_out, args.image_size, args.steps, args.arm_steps, args.seeds = 5, 2, 32, 60, 60, [0]
         args.fit_steps, args.split = 20, "val"
     if not 1 <= args.held_out < args.subjects:
         parser.error(f"--held-out must be in 1..{args.subjects - 1}")
@@ -211,11 +224,13 @@ class Renders:
         return {**overall, "images": len(renders), "per_subject": per_subject}
 
 
-def make_session(root: Path, names: list[str], training: list[str], arm: Arm, seed: int, args) -> TrainingSession:
+def make_session(
+    root: Path, names: list[str], training: list[str], arm: Arm, seed: int, steps: int, args
+) -> TrainingSession:
     config = shipped_config(root, args.image_size, args.cache_dir)
-    config.max_num_iterations = args.steps
+    config.max_num_iterations = steps
     config.pipeline.datamanager.dataparser.train_subjects = tuple(training)
-    arm.configure(config, args.steps)
+    arm.configure(config, steps)
     seed_everything(seed)
     return TrainingSession(config, args.out / "runs", eval_split=args.split)
 
@@ -233,27 +248,47 @@ def eval_indices(session: TrainingSession, names: list[str], stride: int) -> dic
 
 
 @torch.no_grad()
-def render_views(session: TrainingSession, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, H, W], [N, H, W]) float renders (the pipeline's eval model: EMA) and truths of eval views."""
+def render_views(session: TrainingSession, indices: list[int], one_subject=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, H, W], [N, H, W]) float renders (the pipeline's eval model: EMA; or ``one_subject``, a
+    :func:`single_subject_model`, seen by the same cameras) and truths of eval views."""
     dataset, model = session.pipeline.datamanager.eval_dataset, session.pipeline.model
     renders, truths = [], []
     for index in indices:
-        outputs = model.get_outputs_for_camera(dataset.cameras[index : index + 1].to(model.device))
+        camera = dataset.cameras[index : index + 1].to(model.device)
+        if one_subject is not None:
+            camera.metadata = None  # rays without a subject render the copy's only one
+        outputs = (model if one_subject is None else one_subject).get_outputs_for_camera(camera)
         renders.append(outputs["rgb"].clamp(0, 1).mean(dim=-1).cpu())
         truths.append(dataset[index]["image"][..., :3].mean(dim=-1))
     return torch.stack(renders), torch.stack(truths)
 
 
+def mean_code_start(session: TrainingSession, name: str, names: list[str], training: list[str]):
+    """A held-out subject as a model without its scans starts: the mean training code, a zero subject grid, and
+    empty space skipped outside the hull of its view 0 (as ``mri-reconstruct`` from that view)."""
+    model, dataparser = session.pipeline.model, session.pipeline.datamanager.dataparser
+    orbit = nerfstudio_cameras(dataparser.subjects[0].cameras)
+    view = torch.from_numpy(dataparser.subjects[names.index(name)].images[:1])
+    code = trained_codes(model)[[names.index(n) for n in training]].mean(dim=0)
+    return single_subject_model(model, code, input_view_occupancy(model, view, orbit[0:1])).eval()
+
+
 def score_model(
     session: TrainingSession, names: list[str], training: list[str], stride: int, full: bool, truth_features: dict
 ) -> dict:
-    """(a) the training subjects' and the held-out subjects' held-out views as the model renders them (the
-    held-out subjects from their scans alone when the model has an encoder); with ``full``, volume scores."""
+    """(a) the training subjects' held-out views as the model renders them; (b) the held-out subjects' as the model
+    renders them (from their scans alone when the model has an encoder) and from the mean code (no scans, as
+    :func:`mean_code_start`); with ``full``, volume scores of the training subjects."""
     session.pipeline.eval()
-    groups = {"training subjects": Renders(truth_features), "held-out subjects (model)": Renders(truth_features)}
+    groups = {group: Renders(truth_features) for group in ("training subjects", "held-out subjects (model)",
+                                                           "held-out subjects (mean code)")}
     for name, indices in eval_indices(session, names, stride).items():
-        group = groups["training subjects" if name in training else "held-out subjects (model)"]
-        group.add(*render_views(session, indices), name, indices)
+        if name in training:
+            groups["training subjects"].add(*render_views(session, indices), name, indices)
+            continue
+        groups["held-out subjects (model)"].add(*render_views(session, indices), name, indices)
+        start = mean_code_start(session, name, names, training)
+        groups["held-out subjects (mean code)"].add(*render_views(session, indices, start), name, indices)
     result = {group: renders.scores() for group, renders in groups.items()}
     if full:
         model, subjects = session.pipeline.model, session.pipeline.datamanager.dataparser.subjects
@@ -273,7 +308,6 @@ def held_out_fits(session: TrainingSession, names: list[str], training: list[str
     model, dataparser = session.pipeline.model, session.pipeline.datamanager.dataparser
     orbit = nerfstudio_cameras(dataparser.subjects[0].cameras)
     train_views = list(orbit_view_split(dataparser.config.prepare, dataparser.config.train_every).train)
-    codes = trained_codes(model)[[names.index(name) for name in training]]
     settings = SingleViewSettings(steps=args.fit_steps, finetune_field=True)
     rows, figure = [], {}
     for name in names:
@@ -282,9 +316,8 @@ def held_out_fits(session: TrainingSession, names: list[str], training: list[str
         truth = dataparser.subjects[names.index(name)]
         row = {"subject": name}
         views = torch.from_numpy(truth.images)
-        start = single_subject_model(model, codes.mean(dim=0), input_view_occupancy(model, views[:1], orbit[0:1]))
-        start.eval()
-        row["mean-code start"] = view_scores(render_orbit(start, orbit)[1:], views[1:])
+        row["mean-code start"] = view_scores(render_orbit(mean_code_start(session, name, names, training), orbit)[1:],
+                                             views[1:])
         scans = None
         if model.encoder is not None:
             grid_size = dataparser.config.encoder_grid_size
@@ -353,6 +386,7 @@ def paired_differences(results: list[dict], reference: str) -> dict:
         "training FID": ("training subjects", "fid"),
         "training KID": ("training subjects", "kid"),
         "held-out (model) PSNR": ("held-out subjects (model)", "psnr"),
+        "held-out (mean code) PSNR": ("held-out subjects (mean code)", "psnr"),
     }
     by_arm: dict[str, dict[int, dict]] = {}
     for result in results:
@@ -373,12 +407,13 @@ def paired_differences(results: list[dict], reference: str) -> dict:
 
 def tables(report: dict) -> str:
     lines = [f"{'arm':>24} {'seed':>4} {'training subj. PSNR / SSIM / FID / KID':>40} "
-             f"{'held-out subj. (model) PSNR':>28}"]
+             f"{'held-out subj. PSNR: model / mean code':>40}"]
     for r in report["runs"]:
-        a, h = r["arm_scores"]["training subjects"], r["arm_scores"]["held-out subjects (model)"]
+        a, h, m = (r["arm_scores"][group] for group in ("training subjects", "held-out subjects (model)",
+                                                       "held-out subjects (mean code)"))
         lines.append(f"{r['arm']:>24} {r['seed']:>4} {a['psnr']:>10.2f} / {a['ssim']:.3f} / {a['fid']:6.1f} / "
-                     f"{a['kid']:.3f} {h['psnr']:>20.2f} ({a['images']} + {h['images']} images, "
-                     f"{r['train_seconds']:.0f} s)")
+                     f"{a['kid']:.3f} {h['psnr']:>20.2f} / {m['psnr']:.2f} ({a['images']} + {h['images']} images, "
+                     f"{r['steps']} steps, {r['train_seconds']:.0f} s)")
     if report.get("paired_differences"):
         lines += ["", f"paired differences against '{report['arms'][0]}' (mean +- std over seeds):"]
         for arm, d in report["paired_differences"].items():
@@ -386,11 +421,12 @@ def tables(report: dict) -> str:
                          f"SSIM {d['training SSIM']:+.4f}, "
                          f"FID {d['training FID']:+.1f} +- {d['training FID std']:.1f}, "
                          f"KID {d['training KID']:+.4f}, held-out PSNR {d['held-out (model) PSNR']:+.2f} dB "
-                         f"(seeds {d['seeds']})")
+                         f"(mean code {d['held-out (mean code) PSNR']:+.2f}; seeds {d['seeds']})")
     full = report.get("full_scores")
     if full:
         a = full["training subjects"]
-        lines += ["", f"'{report['arms'][0]}', seed {report['seeds'][0]}, every held-out view:",
+        lines += ["", f"'{report['arms'][0]}', seed {report['seeds'][0]}, {report['full_run']['steps']} steps, every "
+                  "held-out view:",
                   f"  (a) training subjects: PSNR {a['psnr']:.2f} +- {a['psnr_std']:.2f} dB (subjects' std "
                   f"{a['psnr_subject_std']:.2f}), SSIM {a['ssim']:.3f}, FID {a['fid']:.1f}, KID {a['kid']:.3f} over "
                   f"{a['images']} images; volume PSNR {a['volume_psnr']:.2f} +- {a['volume_psnr_std']:.2f} dB, "
@@ -398,6 +434,9 @@ def tables(report: dict) -> str:
         h = full["held-out subjects (model)"]
         lines.append(f"  (b) held-out subjects as the model renders them: PSNR {h['psnr']:.2f} +- {h['psnr_std']:.2f}"
                      f" dB, SSIM {h['ssim']:.3f}, FID {h['fid']:.1f}, KID {h['kid']:.3f} over {h['images']} images")
+        m = full["held-out subjects (mean code)"]
+        lines.append(f"  (b) held-out subjects from the mean code: PSNR {m['psnr']:.2f} +- {m['psnr_std']:.2f} dB, "
+                     f"SSIM {m['ssim']:.3f}, FID {m['fid']:.1f}, KID {m['kid']:.3f} over {m['images']} images")
         for label, s in report["held_out_fits"]["summary"].items():
             volume = f", volume PSNR {s['volume_psnr']:.2f} dB" if "volume_psnr" in s else ""
             lines.append(f"  (b) {label:>15}: PSNR {s['psnr']:.2f} +- {s['psnr_std']:.2f} dB, "
@@ -406,6 +445,7 @@ def tables(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    began = time.perf_counter()
     args = parse_arguments(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.cache_dir = args.cache_dir or args.out / "cache"
@@ -428,69 +468,87 @@ def main(argv: list[str] | None = None) -> None:
     truth_features: dict[int, torch.Tensor] = {}  # Inception features of the ground truths, by eval index
     print(f"{len(training)} training subjects, held out: {', '.join(held_out)}; {args.image_size} px, "
           f"{args.steps} steps, split {args.split}", flush=True)
-    first, with_arms = arms[0], "arms" in args.parts
-    for seed in args.seeds if with_arms else args.seeds[:1]:
-        branches = [arm for arm in arms[1:] if arm.branch_at is not None and arm.all_seeds] if with_arms else []
-        session = make_session(root, names, training, first, seed, args)
-        snapshots = {}
+    first, with_arms, with_full = arms[0], "arms" in args.parts, "full" in args.parts
+    shared = with_full and with_arms and args.arm_steps == args.steps  # the full part is the first arm's first seed
+    if with_full and not shared:
+        session = make_session(root, names, training, first, args.seeds[0], args.steps, args)
         while session.step_count < args.steps:
+            session.step()
+        record_full(report, session, names, training, args, truth_features)
+        write_json(json_path, report)
+        del session
+    for seed in args.seeds if with_arms else []:
+        branches = [arm for arm in arms[1:] if arm.branch_at is not None and arm.all_seeds]
+        session = make_session(root, names, training, first, seed, args.arm_steps, args)
+        snapshots = {}
+        while session.step_count < args.arm_steps:
             for arm in branches:
-                if session.step_count == round(arm.branch_at * args.steps):
+                if session.step_count == round(arm.branch_at * args.arm_steps):
                     snapshots[arm.name] = (session.step_count, copy.deepcopy(session.pipeline.state_dict()),
                                            optimizer_states(session), session.train_seconds)
             session.step()
-        full = "full" in args.parts and seed == args.seeds[0]
-        record_run(report, session, first, seed, names, training, args, full=full, truth_features=truth_features)
-        if full:
-            report["held_out_fits"], figure = held_out_fits(session, names, training, args)
-            for row in report["held_out_fits"]["per_subject"]:
-                name = row["subject"]
-                write_figure(args.out / f"subjects_{name}.png", name, figure[name], row["fit, 1 view"])
+        record_run(report, session, first, seed, names, training, args, truth_features)
+        if shared and seed == args.seeds[0]:
+            record_full(report, session, names, training, args, truth_features)
         write_json(json_path, report)
         del session
         for arm in branches:
-            branch = make_session(root, names, training, arm, seed, args)
+            branch = make_session(root, names, training, arm, seed, args.arm_steps, args)
             step, state, optimizers, seconds = snapshots[arm.name]
             branch.pipeline.load_state_dict(state, strict=False)  # the discriminator starts fresh
             for group, optimizer_state in optimizers.items():
                 branch.trainer.optimizers.optimizers[group].load_state_dict(optimizer_state)
             branch.step_count, branch.train_seconds = step, seconds
-            while branch.step_count < args.steps:
+            while branch.step_count < args.arm_steps:
                 branch.step()
-            record_run(report, branch, arm, seed, names, training, args, full=False, truth_features=truth_features)
+            record_run(report, branch, arm, seed, names, training, args, truth_features)
             write_json(json_path, report)
     for arm in arms[1:] if with_arms else []:
         if arm.all_seeds and arm.branch_at is not None:
             continue
         for seed in args.seeds if arm.all_seeds else args.seeds[:1]:
-            session = make_session(root, names, training, arm, seed, args)
-            while session.step_count < args.steps:
+            session = make_session(root, names, training, arm, seed, args.arm_steps, args)
+            while session.step_count < args.arm_steps:
                 session.step()
-            record_run(report, session, arm, seed, names, training, args, full=False, truth_features=truth_features)
+            record_run(report, session, arm, seed, names, training, args, truth_features)
             write_json(json_path, report)
     if with_arms:
         report["paired_differences"] = paired_differences(report["runs"], first.name)
+    report["seconds"] = time.perf_counter() - began
     write_json(json_path, report)
     print("\n" + tables(report))
-    print(f"\nJSON: {json_path}")
+    print(f"\nJSON: {json_path} ({report['seconds'] / 60:.0f} min)")
 
 
 def record_run(
-    report: dict, session: TrainingSession, arm: Arm, seed: int, names, training, args, full: bool, truth_features: dict
+    report: dict, session: TrainingSession, arm: Arm, seed: int, names, training, args, truth_features
 ) -> None:
-    """Score a trained arm (every ``--arm-view-stride``-th view; ``full``: every view, and the volumes too)."""
+    """Score a trained arm on every ``--arm-view-stride``-th held-out view."""
     began = time.perf_counter()
     scores = score_model(session, names, training, args.arm_view_stride, False, truth_features)
     run = {"arm": arm.name, "seed": seed, "steps": session.step_count, "train_seconds": session.train_seconds,
-           "arm_scores": scores}
-    if full:
-        report["full_scores"] = score_model(session, names, training, 1, True, truth_features)
-    run["score_seconds"] = time.perf_counter() - began
+           "arm_scores": scores, "score_seconds": time.perf_counter() - began}
     report["runs"].append(run)
-    a, h = scores["training subjects"], scores["held-out subjects (model)"]
+    a, h, m = (scores[group] for group in ("training subjects", "held-out subjects (model)",
+                                           "held-out subjects (mean code)"))
     print(f"{arm.name:>24} seed {seed}: training subjects {a['psnr']:.2f} dB / {a['ssim']:.3f} / FID {a['fid']:.1f}, "
-          f"held-out subjects (model) {h['psnr']:.2f} dB ({session.train_seconds:.0f} s training, "
-          f"{run['score_seconds']:.0f} s scoring)", flush=True)
+          f"held-out subjects (model) {h['psnr']:.2f} dB, (mean code) {m['psnr']:.2f} dB "
+          f"({session.train_seconds:.0f} s training, {run['score_seconds']:.0f} s scoring)", flush=True)
+
+
+def record_full(report: dict, session: TrainingSession, names, training, args, truth_features) -> None:
+    """The full part: every held-out view and the volumes of the first arm's first seed, the held-out subjects'
+    fits and their figures."""
+    began = time.perf_counter()
+    report["full_run"] = {"steps": session.step_count, "train_seconds": session.train_seconds}
+    report["full_scores"] = score_model(session, names, training, 1, True, truth_features)
+    report["held_out_fits"], figure = held_out_fits(session, names, training, args)
+    for row in report["held_out_fits"]["per_subject"]:
+        name = row["subject"]
+        write_figure(args.out / f"subjects_{name}.png", name, figure[name], row["fit, 1 view"])
+    report["full_run"]["score_seconds"] = time.perf_counter() - began
+    print(f"full part: {session.train_seconds:.0f} s training, {report['full_run']['score_seconds']:.0f} s scoring "
+          "and fitting", flush=True)
 
 
 if __name__ == "__main__":

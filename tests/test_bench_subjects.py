@@ -46,7 +46,8 @@ def test_subject_root_links_each_scan_and_its_mask_and_changes_nothing(ixi_like_
 def test_paired_differences_subtract_the_reference_arm_seed_by_seed():
     def run(arm, seed, psnr):
         group = {"psnr": psnr, "ssim": 0.9, "fid": 10.0, "kid": 0.01}
-        scores = {"training subjects": group, "held-out subjects (model)": group}
+        groups = ("training subjects", "held-out subjects (model)", "held-out subjects (mean code)")
+        scores = {name: group for name in groups}
         return {"arm": arm, "seed": seed, "arm_scores": scores}
 
     runs = [run("shipped", 0, 30.0), run("shipped", 1, 31.0), run("burst", 0, 29.0), run("burst", 1, 31.0),
@@ -61,18 +62,22 @@ def test_paired_differences_subtract_the_reference_arm_seed_by_seed():
 def test_tiny_run_scores_every_part_and_branches_the_burst_off_the_shipped_run(ixi_like_folder, tmp_path, capsys):
     bench_subjects.main([
         "--data", str(ixi_like_folder), "--subjects", "3", "--held-out", "1", "--image-size", "16", "--steps", "6",
-        "--seeds", "0", "--arms", "shipped", "adversarial burst", "--fit-steps", "2", "--split", "val",
-        "--out", str(tmp_path),
+        "--arm-steps", "4", "--seeds", "0", "--arms", "shipped", "adversarial burst", "--fit-steps", "2",
+        "--split", "val", "--out", str(tmp_path),
     ])
     assert "paired differences against 'shipped'" in capsys.readouterr().out
     report = json.loads((tmp_path / "subjects.json").read_text())
     assert report["training_subjects"] == ["IXI900", "IXI901"] and report["held_out_subjects"] == ["IXI902"]
-    assert [(run["arm"], run["steps"]) for run in report["runs"]] == [("shipped", 6), ("adversarial burst", 6)]
+    assert [(run["arm"], run["steps"]) for run in report["runs"]] == [("shipped", 4), ("adversarial burst", 4)]
+    assert report["full_run"]["steps"] == 6  # its own run: the arms train for --arm-steps
     full = report["full_scores"]["training subjects"]
     assert full["images"] == 2 * 14 and set(full["per_subject"]) == {"IXI900", "IXI901"}  # val: 14 views each
     assert 0 < full["psnr"] < 60 and np.isfinite(full["fid"]) and "volume_psnr" in full
+    for group in ("held-out subjects (model)", "held-out subjects (mean code)"):
+        held_out = report["full_scores"][group]
+        assert held_out["images"] == 14 and 0 < held_out["psnr"] < 60 and np.isfinite(held_out["kid"])
     fits = report["held_out_fits"]["summary"]
     assert set(fits) == {"mean-code start", "encoder start", "fit, 1 view", "fit, 15 views"}
     assert report["held_out_fits"]["per_subject"][0]["fit, 15 views"]["views"] == 72 - 15
-    assert "adversarial burst" in report["paired_differences"]
+    assert "held-out (mean code) PSNR" in report["paired_differences"]["adversarial burst"]
     assert Image.open(tmp_path / "subjects_IXI902.png").size[0] > 500
