@@ -11,7 +11,7 @@ Protocol:
   read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
   with the defaults); the others train, 15 views each.
 - Training: the shipped ``mri-mednerf`` config (this machine's preset) at ``--image-size`` px, ``--steps`` for
-  the full part and ``--arm-steps`` for the arms (shorter, so that the default run fits in an hour on 2 cores).
+  the full part and ``--arm-steps`` for the arms (400 against 1,000 by default: ten arm runs dominate the time).
 - Choices (``--split val``): scored on the val views (14 per subject). Reports (default ``--split test``): the
   test views (43 per subject), or every ``--arm-view-stride``-th of them for the arms other than the first.
 - Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans
@@ -30,10 +30,10 @@ Arms (stopping rule: one pass, then stop; each arm against the first, paired by 
   from it at that step (every seed: the two runs share everything before the burst);
 - ``adversarial whole run``: ``lambda_adv`` 0.03 from the first step (the first seed).
 
-Writes ``subjects.json`` (after every arm, atomically) and ``subjects.png`` (held-out subjects: truth,
-render and error of unseen views; mid-slices) to ``--out``.
+Writes ``subjects.json`` (after every arm, atomically) and ``subjects_<subject>.png`` for each held-out subject
+(truth, render and error of unseen views; mid-slices) to ``--out``.
 
-    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # about 60 min on 2 cores
+    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # 117 min on 2 shared cores
     .venv/bin/python scripts/bench_subjects.py --parts full --out bench_out/subjects   # the full part alone
     .venv/bin/python scripts/bench_subjects.py --quick --out /tmp/subjects    # smoke run, not a result
 """
