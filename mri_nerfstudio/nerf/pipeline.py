@@ -75,10 +75,9 @@ class MRIPipelineConfig(VanillaPipelineConfig):
     """Images per Inception forward pass."""
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The adversarial patch loss (lambda_adv = 0: plain MSE training)."""
-    ema_decay: Optional[float] = DEFAULT_EMA_DECAY
+    ema_decay: float = DEFAULT_EMA_DECAY
     """Largest decay of the EMA of the model used in eval mode (0: none). Held-out views gain 1.1 dB and
-    9 FID at 1,000 steps (128 px, BENCHMARKS.md). None, in run configs saved before it was the default:
-    0.999 with the adversarial loss, none without it."""
+    9 FID at 1,000 steps (128 px, BENCHMARKS.md)."""
 
 
 class MRIPipeline(VanillaPipeline):
@@ -119,8 +118,6 @@ class MRIPipeline(VanillaPipeline):
                 # average their weights after every step instead, from rank 0's start.
                 broadcast_state([self.model, self.adversarial])
         decay = config.ema_decay
-        if decay is None:
-            decay = DEFAULT_EMA_DECAY if adversarial.enabled else 0.0
         if not 0 <= decay < 1:
             raise MRIInputError(f"pipeline.ema_decay must be 0 (no EMA) or in (0, 1), got {decay}")
         self.generator_ema = ExponentialMovingAverage(self.model, decay) if decay > 0 else None
