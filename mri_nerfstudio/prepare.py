@@ -71,6 +71,11 @@ class PrepareConfig:
     """Rigidly register every modality to the reference (mutual information)."""
     registration_transform: str = "rigid"
     """``rigid`` or ``affine``."""
+    correct_slice_motion: bool = False
+    """Before any resampling, re-align the slices of the thickest voxel axis in-plane (2D rigid per slice): each
+    modality's slices to the reference's, the reference's to the mean of their neighbours. For stacks with motion
+    between slices (:class:`~mri_nerfstudio.preprocess.register.CorrectSliceMotion`); the fitted motions are
+    in provenance.json."""
     resample_anisotropic: bool = True
     """When the thickest voxel axis is more than twice the thinnest (thick slices, along any axis): bicubic
     in-plane up-sampling and cubic through-plane interpolation towards target_spacing_mm."""
@@ -206,6 +211,7 @@ def preprocessing_pipeline(config: PrepareConfig) -> PreprocessPipeline:
         target_spacing_mm=config.target_spacing_mm,
         register=config.register,
         registration_transform=config.registration_transform,
+        correct_slice_motion=config.correct_slice_motion,
         upsample_factor=config.upsample_factor,
         slice_spacing_mm=config.slice_spacing_mm,
         equalize=config.equalize,

@@ -51,8 +51,9 @@ from nerfstudio.engine.trainer import TrainerConfig
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, fine_detail
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig
+from mri_nerfstudio.nerf.held_out import evaluate_held_out_views
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE
-from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY, evaluate_held_out_views
+from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY
 
 METRICS = ("psnr", "ssim", "fid", "kid", "detail_ratio", "detail_error")
 

@@ -30,9 +30,9 @@ import torch
 from bench_quality import machine_info, write_json
 
 from mri_nerfstudio.encoder_input import cached_encoder_input
+from mri_nerfstudio.metrics import mean_and_std
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
-from mri_nerfstudio.nerf.pipeline import mean_and_std
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from_view
 from mri_nerfstudio.phantom import PhantomConfig, write_brats_root

@@ -53,10 +53,10 @@ from bench_quality import machine_info, shipped_config, write_json
 
 from mri_nerfstudio.encoder_input import cached_encoder_input
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.metrics import fid_kid_from_features, image_features, view_scores
+from mri_nerfstudio.metrics import fid_kid_from_features, image_features, mean_and_std, view_scores
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
-from mri_nerfstudio.nerf.pipeline import mean_and_std, subject_volume_scores
+from mri_nerfstudio.nerf.field_sampling import subject_volume_scores
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.nerf.single_view import (
     SingleViewSettings,
@@ -355,7 +355,7 @@ def write_figure(path: Path, name: str, shown: dict, scores: dict) -> None:
         volume_slices,
         write_subject_figure,
     )
-    from mri_nerfstudio.nerf.pipeline import HeldOutRender
+    from mri_nerfstudio.nerf.held_out import HeldOutRender
 
     def as_uint8(image: torch.Tensor) -> torch.Tensor:
         return (image.clamp(0, 1) * 255).round().to(torch.uint8)[..., None].expand(-1, -1, 3)

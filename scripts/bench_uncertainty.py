@@ -36,7 +36,7 @@ from scipy import ndimage
 from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.ensemble import EnsembleSettings, train_ensemble
-from mri_nerfstudio.nerf.pipeline import reconstruct_in_mask
+from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
 from mri_nerfstudio.prepare import PrepareConfig, prepare_subjects
 from mri_nerfstudio.uncertainty import (
     BLEND_WEIGHT,

@@ -42,8 +42,8 @@ from bench_quality import evenly_spaced, machine_info, write_json
 from mri_nerfstudio import classical_reconstruction as classical
 from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.metrics import volume_fidelity
+from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
 from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
-from mri_nerfstudio.nerf.pipeline import reconstruct_in_mask
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
 from mri_nerfstudio.view_split import orbit_view_split

@@ -15,7 +15,7 @@ import yaml
 from mri_nerfstudio.cli.export import main as export_main
 from mri_nerfstudio.grids import VoxelGrid, brain_level
 from mri_nerfstudio.metrics import volume_fidelity
-from mri_nerfstudio.nerf.pipeline import prepared_subjects, reconstruct_in_mask
+from mri_nerfstudio.nerf.field_sampling import prepared_subjects, reconstruct_in_mask
 from mri_nerfstudio.nerf.trained_run import load_mednerf_run
 from mri_nerfstudio.uncertainty import blend_spread
 

@@ -23,6 +23,7 @@ from mri_nerfstudio.metrics import (
     frechet_distance,
     image_features,
     kernel_distance,
+    mean_and_std,
     resize_legacy_bilinear,
     volume_fidelity,
 )
@@ -195,6 +196,12 @@ def test_volume_fidelity_rejects_bad_input(brain_volume):
         volume_fidelity(volume, volume, np.zeros_like(mask))
     with pytest.raises(MRIInputError, match="constant inside the brain mask"):
         volume_fidelity(volume, np.where(mask, 0.5, 0.0), mask)
+
+
+def test_mean_and_std_is_unbiased_and_zero_for_one_value():
+    mean, std = mean_and_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7.0 / 3.0) and std == pytest.approx(math.sqrt(7.0 / 3.0))  # divides by n - 1
+    assert mean_and_std([4.5]) == (4.5, 0.0)
 
 
 def test_view_scores_per_view_mean_and_std():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -16,8 +17,10 @@ from PIL import Image
 from mri_nerfstudio import prepare as prepare_module
 from mri_nerfstudio.cli.prepare import main as prepare_main
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
 from mri_nerfstudio.prepare import (
     PrepareConfig,
+    PreparedSubject,
     cache_key,
     load_prepared,
     load_volume,
@@ -107,6 +110,7 @@ def test_preprocessing_pipeline_follows_the_settings():
     ]
     assert "upsample_in_plane" in names(PrepareConfig(upsample_factor=2))
     assert "resample_through_plane" in names(PrepareConfig(slice_spacing_mm=2.0))
+    assert names(PrepareConfig(correct_slice_motion=True))[:2] == ["correct_slice_motion", "resample_anisotropic"]
 
 
 def test_cache_key_follows_inputs_and_settings(phantom_subject_dir, phantom_root):
@@ -306,3 +310,42 @@ def test_cli_a_glob_that_matches_nothing_is_one_line_exit_2(phantom_subject_dir,
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "t1=*MPRAGE*" in err and str(phantom_subject_dir) in err
+
+
+def test_mri_prepare_corrects_slice_motion_when_asked(tmp_path):
+    """A 2 mm phantom in 6 mm axial slices whose T2 slices moved in-plane (each component up to 4 mm): with
+    --correct-slice-motion the fitted shifts undo the applied ones and the T2 is close to a motion-free twin's.
+    T1 and T2 only, without registration or resampling: this is about the one step."""
+    grid = dict(shape=(80, 96, 72), spacing_mm=2.0, slice_thickness_mm=6.0)
+    still_config = PhantomConfig(max_rotation_deg=0.0, max_translation_mm=0.0, **grid)
+    moved = write_brats_root(tmp_path / "moved", 1, 0, dataclasses.replace(still_config, slice_motion_mm=4.0))[0]
+    still = write_brats_root(tmp_path / "still", 1, 0, still_config)[0]
+    settings = PrepareConfig(
+        image_size=24, n_views=8, step_deg=45.0, modalities=("t1", "t2"), register=False, resample_anisotropic=False
+    )
+    flags = ["--image-size", "24", "--n-views", "8", "--step-deg", "45", "--modalities", "t1", "t2", "--no-register"]
+    flags += ["--no-resample-anisotropic", "--correct-slice-motion"]
+    prepare_main(["--data", str(moved), "--out", str(tmp_path / "corrected"), *flags])
+    corrected = load_prepared(next((tmp_path / "corrected").glob("BraTS2021_00000-*")))
+    uncorrected = prepare_subject(moved, tmp_path / "uncorrected", settings)
+    motion_free = prepare_subject(still, tmp_path / "motion_free", settings)
+
+    assert corrected.config == dataclasses.replace(settings, correct_slice_motion=True)
+    assert [record["step"] for record in corrected.provenance][:2] == ["load", "correct_slice_motion"]
+    assert "correct_slice_motion" not in [record["step"] for record in uncorrected.provenance]
+    # The phantom's slice k shows at p what the motion-free one shows at p + d_k (RAS mm); the step records the
+    # shift that maps corrected points to source points, so it should find -d_k.
+    applied = np.asarray(json.loads((moved / "simulated.json").read_text())["modalities"]["t2"]["slice_shifts_mm"])
+    slices = corrected.provenance[1]["estimates"]["t2"]
+    fitted = np.array([s["shift_mm"] for s in slices])
+    checked = ~np.array([s["skipped"] for s in slices])
+    assert checked.sum() >= 0.8 * len(slices)
+    residual = np.linalg.norm(fitted + applied, axis=1)[checked]
+    # Applied: RMS 3.3 mm per slice. Measured: residual RMS 0.3 mm, worst slice 1.3 mm.
+    assert np.sqrt(np.mean(residual**2)) < 0.6 and residual.max() < 2.0
+    mask = motion_free.volume.brain_mask()
+
+    def t2_error(prepared: PreparedSubject) -> float:
+        return float(np.abs(prepared.volume.images["t2"] - motion_free.volume.images["t2"])[mask].mean())
+
+    assert t2_error(corrected) < 0.6 * t2_error(uncorrected)  # measured: 0.064 against 0.147

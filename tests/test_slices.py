@@ -15,7 +15,7 @@ from mri_nerfstudio.cli.slices import field_on_plane
 from mri_nerfstudio.cli.slices import main as slices_main
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.grids import VoxelGrid
-from mri_nerfstudio.nerf.pipeline import prepared_subjects
+from mri_nerfstudio.nerf.field_sampling import prepared_subjects
 from mri_nerfstudio.nerf.trained_run import load_mednerf_run
 from mri_nerfstudio.slices import anatomical_plane, oblique_plane, plane_points, sample_volume_on_plane
 

@@ -142,7 +142,7 @@ def run(command: ReconstructCommand) -> dict:
     from mri_nerfstudio.encoder_input import cached_encoder_input
     from mri_nerfstudio.grids import world_cube_grid
     from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
-    from mri_nerfstudio.nerf.pipeline import prepared_subjects
+    from mri_nerfstudio.nerf.field_sampling import prepared_subjects
     from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from_view
     from mri_nerfstudio.nerf.trained_run import load_mednerf_run
     from mri_nerfstudio.nerf.volume_export import (

@@ -14,7 +14,8 @@ Writes into ``--out`` (each file atomically):
 Scores: PSNR and SSIM per held-out view (mean +- std over views, as ``ns-eval``); FID and KID of
 the rendered vs the ground-truth held-out views (MedNeRF compared with training images); volume
 PSNR / SSIM of the field's estimate against the preprocessed input inside the brain mask
-(mean +- std over subjects). See :mod:`mri_nerfstudio.nerf.pipeline` and :mod:`mri_nerfstudio.metrics`.
+(mean +- std over subjects). See :mod:`mri_nerfstudio.nerf.held_out`, :mod:`mri_nerfstudio.nerf.field_sampling`
+and :mod:`mri_nerfstudio.metrics`.
 Works on any run of the ``mri-data`` dataparser, whichever pipeline class its config names.
 """
 
@@ -40,16 +41,10 @@ from mri_nerfstudio.metrics import (
     InceptionFeatures,
     fid_kid_from_features,
     mask_bounding_box,
-)
-from mri_nerfstudio.nerf.pipeline import (
-    HeldOutRender,
-    evaluate_held_out_views,
-    field_at_voxels,
     mean_and_std,
-    prepared_subjects,
-    render_features,
-    subject_volume_scores,
 )
+from mri_nerfstudio.nerf.field_sampling import field_at_voxels, prepared_subjects, subject_volume_scores
+from mri_nerfstudio.nerf.held_out import HeldOutRender, evaluate_held_out_views, render_features
 from mri_nerfstudio.nerf.trained_run import load_run
 from mri_nerfstudio.prepare import PreparedSubject
 

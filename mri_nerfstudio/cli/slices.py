@@ -125,7 +125,7 @@ def through_the_brain(volume, direction: np.ndarray) -> list[float]:
 
 def field_on_plane(model, prepared, subject: int, plane: SlicePlane) -> np.ndarray:
     """[H, W] float32: the field's intensity estimate for subject ``subject`` at the plane's pixel centres."""
-    from mri_nerfstudio.nerf.pipeline import field_at_world
+    from mri_nerfstudio.nerf.field_sampling import field_at_world
     from mri_nerfstudio.slices import plane_points
 
     world_from_ras = prepared.normalization.world_from_ras()

@@ -26,8 +26,6 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.discriminator import PATCH_AUGMENTATIONS, PatchDiscriminator
-# Run configs (config.yml) saved before the optimizers module existed name the class here.
-from mri_nerfstudio.nerf.optimizers import RMSpropOptimizerConfig  # noqa: F401
 
 
 @dataclass

@@ -11,8 +11,8 @@
 - ``volume_psnr``, ``volume_ssim`` (and ``_std`` over subjects): the field's volume estimate
   (``density / k``, :meth:`MRIMedNeRFModel.volume_on_grid`) at the voxel centres of each subject's
   preprocessed reference volume, against that volume, inside the brain mask
-  (:func:`mri_nerfstudio.metrics.volume_fidelity`), per subject then averaged. Not computed for the
-  ``mip`` view mode, whose views never constrain density.
+  (:func:`~mri_nerfstudio.nerf.field_sampling.subject_volume_scores`), per subject then averaged. Not
+  computed for the ``mip`` view mode, whose views never constrain density.
 - ``num_train_views``, ``num_val_views``, ``num_test_views``, ``num_mirror_views_excluded``: the view
   split (:mod:`mri_nerfstudio.view_split`), images over all subjects. ``ns-eval`` scores the test split
   (``num_test_views`` images), the Trainer's evaluation during ``ns-train`` the val split.
@@ -26,21 +26,17 @@ is kept after every step and put in their place whenever the pipeline is in eval
 ``ns-render``, ``mri-export``, the Trainer's evaluations; the live viewer during training shows the
 trained weights). The EMA never changes training: with ``lambda_adv = 0``, training is nerfstudio's own.
 
-"Held-out views" below are the views of the eval dataset: the test split when the run is loaded with
-``test_mode="test"`` (``ns-eval``, ``ns-render``, :mod:`mri_nerfstudio.nerf.trained_run`, the benchmarks'
-:class:`~mri_nerfstudio.nerf.session.TrainingSession`), the val split during ``ns-train``. Every one is
-rendered once: nerfstudio's loop renders and scores it, and :func:`recording_held_out_renders` keeps an
-8-bit copy of each ground truth and render on the way.
+"Held-out views" are the views of the eval dataset (the test split in ``ns-eval``, the val split during
+``ns-train``), each rendered once and recorded on the way (:mod:`mri_nerfstudio.nerf.held_out`); the
+field is sampled as a volume by :mod:`mri_nerfstudio.nerf.field_sampling`.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Optional, Type
+from typing import Any, Literal, Mapping, Optional, Type
 
-import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
@@ -50,166 +46,14 @@ from torch.amp import GradScaler
 from torch.nn import Parameter
 
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, volume_fidelity
+from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, mean_and_std
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig, AdversarialPatchLoss
 from mri_nerfstudio.nerf.distributed import average_parameters, broadcast_state, wrap_for_data_parallel
 from mri_nerfstudio.nerf.ema import ExponentialMovingAverage
-from mri_nerfstudio.prepare import PreparedSubject, load_prepared
+from mri_nerfstudio.nerf.field_sampling import prepared_subjects, subject_volume_scores
+from mri_nerfstudio.nerf.held_out import evaluate_held_out_views, render_features
 
 CONSOLE = Console()
-
-
-@dataclass(frozen=True)
-class HeldOutRender:
-    """One held-out view as nerfstudio's evaluation loop scored it."""
-
-    index: int
-    """Index in the eval dataset."""
-    subject: int
-    """Index of the subject in the dataparser's ``subject_names``."""
-    view: int
-    """Index of the view in the subject's orbit (0..71)."""
-    image: Tensor
-    """[H, W, 3] uint8 ground truth."""
-    rendering: Tensor
-    """[H, W, 3] uint8 render (``rgb``, clamped to [0, 1] then quantised)."""
-    psnr: float
-    """dB, from the model's ``get_image_metrics_and_images`` (float images)."""
-    ssim: float
-
-
-def _to_uint8(image: Tensor) -> Tensor:
-    return (image[..., :3].detach().float().clamp(0.0, 1.0) * 255).round().to(torch.uint8).cpu()
-
-
-@contextmanager
-def recording_held_out_renders(pipeline: VanillaPipeline) -> Iterator[list[HeldOutRender]]:
-    """Record every view the model scores while the context is open.
-
-    nerfstudio's evaluation loop calls ``model.get_image_metrics_and_images(outputs, batch)`` once per
-    image and keeps only the scores. Inside this context that method (on this model instance only)
-    also appends a :class:`HeldOutRender` to the yielded list; the class method is back on exit.
-
-    Args:
-        pipeline: a pipeline whose eval dataset comes from the ``mri-data`` dataparser.
-    """
-    model = pipeline.model
-    dataset = pipeline.datamanager.eval_dataset
-    camera_metadata = dataset.cameras.metadata or {}
-    if "subject_index" not in camera_metadata or "view_index" not in dataset.metadata:
-        raise MRIInputError("eval dataset: no subject_index / view_index metadata; use the mri-data dataparser")
-    subject_of = camera_metadata["subject_index"][:, 0].round().long().tolist()
-    view_of = dataset.metadata["view_index"].tolist()
-    renders: list[HeldOutRender] = []
-    name = "get_image_metrics_and_images"
-    instance_override = vars(model).get(name)
-    score = getattr(model, name)
-
-    def score_and_record(
-        outputs: dict[str, Tensor], batch: dict[str, Tensor]
-    ) -> tuple[dict[str, float], dict[str, Tensor]]:
-        metrics, images = score(outputs, batch)
-        index = int(batch["image_idx"])
-        renders.append(
-            HeldOutRender(
-                index=index,
-                subject=subject_of[index],
-                view=view_of[index],
-                image=_to_uint8(batch["image"]),
-                rendering=_to_uint8(outputs["rgb"]),
-                psnr=float(metrics["psnr"]),
-                ssim=float(metrics["ssim"]),
-            )
-        )
-        return metrics, images
-
-    setattr(model, name, score_and_record)
-    try:
-        yield renders
-    finally:
-        if instance_override is None:
-            delattr(model, name)
-        else:
-            setattr(model, name, instance_override)
-
-
-def evaluate_held_out_views(
-    pipeline: VanillaPipeline, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
-) -> tuple[dict[str, float], list[HeldOutRender]]:
-    """nerfstudio's evaluation over every held-out view (what ``VanillaPipeline`` reports), keeping the renders.
-
-    Returns:
-        nerfstudio's scores (``psnr``, ``ssim``, ``num_rays_per_sec``, ``fps``, and their ``_std`` with
-        ``get_std``) and one :class:`HeldOutRender` per held-out view, in eval-dataset order.
-    """
-    with recording_held_out_renders(pipeline) as renders:
-        scores = pipeline.get_average_image_metrics(
-            pipeline.datamanager.fixed_indices_eval_dataloader, "eval", step, output_path, get_std
-        )
-    return scores, renders
-
-
-def render_features(renders: list[HeldOutRender], extractor: InceptionFeatures) -> tuple[Tensor, Tensor]:
-    """Inception features of the ground truths and of the renders: ([N, 2048], [N, 2048]) float32, CPU."""
-    if not renders:
-        raise MRIInputError("held-out views: none were rendered, FID and KID need at least 2")
-
-    def features(images: list[Tensor]) -> Tensor:
-        return extractor(torch.stack(images).permute(0, 3, 1, 2)).cpu()
-
-    return features([r.image for r in renders]), features([r.rendering for r in renders])
-
-
-def prepared_subjects(pipeline: VanillaPipeline) -> list[PreparedSubject]:
-    """The prepared subjects of the eval dataset (dataparser metadata ``prepared_dirs``), in subject order."""
-    directories = pipeline.datamanager.eval_dataset.metadata.get("prepared_dirs")
-    if not directories:
-        raise MRIInputError("dataparser metadata: no prepared_dirs; volume metrics need the mri-data dataparser")
-    return [load_prepared(Path(directory)) for directory in directories]
-
-
-def field_at_voxels(model, prepared: PreparedSubject, subject: int, voxels: np.ndarray) -> np.ndarray:
-    """The field's intensity estimate (density / k) at voxel centres of the prepared volume's grid.
-
-    Args:
-        model: an :class:`~mri_nerfstudio.nerf.model.MRIMedNeRFModel`.
-        prepared: the subject's prepared folder (its grid and RAS -> world normalisation).
-        subject: the subject's index in the model.
-        voxels: [P, 3] voxel indices (i, j, k).
-
-    Returns:
-        [P] float32, in the preprocessed volume's intensity units (0 outside the unit sphere).
-    """
-    world_from_voxel = prepared.world_from_voxel
-    points = np.asarray(voxels, dtype=np.float64) @ world_from_voxel[:3, :3].T + world_from_voxel[:3, 3]
-    return field_at_world(model, subject, points)
-
-
-def field_at_world(model, subject: int, points: np.ndarray) -> np.ndarray:
-    """The field's intensity estimate (density / k) of subject ``subject`` at [P, 3] world points: [P] float32."""
-    return model.volume_on_grid(torch.from_numpy(np.asarray(points)).float(), subject).cpu().numpy()
-
-
-def reconstruct_in_mask(model, prepared: PreparedSubject, subject: int) -> np.ndarray:
-    """[X, Y, Z] float32 on the preprocessed grid: the field's estimate inside the brain mask, 0 outside."""
-    mask = prepared.volume.brain_mask()
-    estimate = np.zeros(mask.shape, dtype=np.float32)
-    estimate[mask] = field_at_voxels(model, prepared, subject, np.argwhere(mask))
-    return estimate
-
-
-def subject_volume_scores(model, prepared: PreparedSubject, subject: int) -> dict[str, float]:
-    """``volume_psnr`` (dB) and ``volume_ssim`` of the field against the subject's preprocessed reference volume."""
-    reference = prepared.volume.images[prepared.volume.reference]
-    estimate = reconstruct_in_mask(model, prepared, subject)
-    return volume_fidelity(estimate, reference, prepared.volume.brain_mask())
-
-
-def mean_and_std(values: list[float]) -> tuple[float, float]:
-    """Mean and unbiased std (as nerfstudio reports over views); std 0 for a single value."""
-    tensor = torch.tensor(values, dtype=torch.float64)
-    return float(tensor.mean()), float(tensor.std()) if len(values) > 1 else 0.0
-
 
 DEFAULT_EMA_DECAY = 0.999
 
@@ -231,10 +75,9 @@ class MRIPipelineConfig(VanillaPipelineConfig):
     """Images per Inception forward pass."""
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The adversarial patch loss (lambda_adv = 0: plain MSE training)."""
-    ema_decay: Optional[float] = DEFAULT_EMA_DECAY
+    ema_decay: float = DEFAULT_EMA_DECAY
     """Largest decay of the EMA of the model used in eval mode (0: none). Held-out views gain 1.1 dB and
-    9 FID at 1,000 steps (128 px, BENCHMARKS.md). None, in run configs saved before it was the default:
-    0.999 with the adversarial loss, none without it."""
+    9 FID at 1,000 steps (128 px, BENCHMARKS.md)."""
 
 
 class MRIPipeline(VanillaPipeline):
@@ -275,8 +118,6 @@ class MRIPipeline(VanillaPipeline):
                 # average their weights after every step instead, from rank 0's start.
                 broadcast_state([self.model, self.adversarial])
         decay = config.ema_decay
-        if decay is None:
-            decay = DEFAULT_EMA_DECAY if adversarial.enabled else 0.0
         if not 0 <= decay < 1:
             raise MRIInputError(f"pipeline.ema_decay must be 0 (no EMA) or in (0, 1), got {decay}")
         self.generator_ema = ExponentialMovingAverage(self.model, decay) if decay > 0 else None

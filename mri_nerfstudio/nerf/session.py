@@ -1,11 +1,21 @@
 """nerfstudio's own :class:`Trainer`, driven one step at a time in this process.
 
-Benchmarks and tests need what ``ns-train`` does (the same optimizers, schedulers, gradient scaler and
-training callbacks, e.g. the density-noise decay) but with held-out scores taken between steps and
-without a viewer or writer. :class:`TrainingSession` is that: ``Trainer.train_iteration`` wrapped with
-the callbacks the Trainer would run around it, and the Trainer's own checkpoint save and resume. Its
-held-out views are the test split by default (what benchmarks report); ``eval_split="val"`` scores the
-val split instead, the one to choose settings on (:mod:`mri_nerfstudio.view_split`).
+What it is for: training in this process, without ``ns-train``. Its users are
+
+- ``mri-export --uncertainty-members N``: the ensemble's short fits
+  (:func:`~mri_nerfstudio.nerf.ensemble.train_ensemble`);
+- :func:`~mri_nerfstudio.nerf.distributed.train_and_record`, the per-rank training of the multi-process
+  tests and ``scripts/bench_scaling.py``;
+- the benchmarks (``scripts/bench_*.py``, ``scripts/gpu_check.py``) and the tests (``tests/conftest.py``'s
+  trained run and most tests of ``mri_nerfstudio/nerf``).
+
+It stays in the package, beside the Trainer glue, because ``mri-export`` needs it. They all need what
+``ns-train`` does (the same optimizers, schedulers, gradient scaler and training callbacks, e.g. the
+density-noise decay) but with held-out scores taken between steps and without a viewer or writer.
+:class:`TrainingSession` is that: ``Trainer.train_iteration`` wrapped with the callbacks the Trainer would
+run around it, and the Trainer's own checkpoint save and resume. Its held-out views are the test split by
+default (what benchmarks report); ``eval_split="val"`` scores the val split instead, the one to choose
+settings on (:mod:`mri_nerfstudio.view_split`).
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def reconstruct_from_view(
         scans: the subject's encoder input, when known (see :func:`initial_codes`).
     """
     from mri_nerfstudio.metrics import view_scores
-    from mri_nerfstudio.nerf.pipeline import subject_volume_scores
+    from mri_nerfstudio.nerf.field_sampling import subject_volume_scores
 
     indices = [view_index] if isinstance(view_index, int) else list(view_index)
     views = view.reshape(len(indices), *view.shape[-2:])

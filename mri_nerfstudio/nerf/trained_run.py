@@ -89,7 +89,7 @@ def load_mednerf_run(config_path: Path) -> TrainedRun:
 def selected_subjects(run: TrainedRun, subject: str | None, config_path: Path) -> list[tuple[int, PreparedSubject]]:
     """(index in the model, prepared subject) of every subject of ``run``, or of the one named ``subject``
     (a one-line error naming the run's subjects when it has none of that name)."""
-    from mri_nerfstudio.nerf.pipeline import prepared_subjects
+    from mri_nerfstudio.nerf.field_sampling import prepared_subjects
 
     subjects = prepared_subjects(run.pipeline)
     names = [prepared.name for prepared in subjects]

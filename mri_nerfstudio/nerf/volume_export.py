@@ -36,7 +36,7 @@ from mri_nerfstudio.grids import (
 from mri_nerfstudio.mesh import MESH_FORMATS, label_meshes, surface_mesh, write_mesh
 from mri_nerfstudio.metrics import dice_coefficient, volume_fidelity
 from mri_nerfstudio.nerf.ensemble import EnsembleMember
-from mri_nerfstudio.nerf.pipeline import field_at_world
+from mri_nerfstudio.nerf.field_sampling import field_at_world
 from mri_nerfstudio.prepare import PreparedSubject
 from mri_nerfstudio.uncertainty import ensemble_spread, predictive_spread, uncertainty_calibration
 from mri_nerfstudio.volume import save_nifti

@@ -148,8 +148,8 @@ class RegisterToReference(PreprocessStep):
     name = "register_to_reference"
 
     transform: Literal["rigid", "affine"] = "rigid"
-    metric: Literal["mattes_mi"] = "mattes_mi"
     histogram_bins: int = 32
+    """Bins of the Mattes mutual information's joint histogram."""
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     """Shrink factors of the levels on an isotropic grid, each level's voxel size over the finest spacing."""
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
@@ -178,8 +178,6 @@ class RegisterToReference(PreprocessStep):
             raise MRIInputError(f"seed must be >= 1 for reproducible sampling, got {self.seed}")
         if self.transform not in ("rigid", "affine"):
             raise MRIInputError(f"transform must be 'rigid' or 'affine', got {self.transform!r}")
-        if self.metric != "mattes_mi":
-            raise MRIInputError(f"metric must be 'mattes_mi', got {self.metric!r}")
         if self.initializer not in _INITIALIZERS:
             raise MRIInputError(f"initializer must be one of {sorted(_INITIALIZERS)}, got {self.initializer!r}")
         if self.interpolation not in _INTERPOLATORS:
