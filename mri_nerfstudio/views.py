@@ -173,7 +173,9 @@ def orbit_poses(
     return poses_looking_at_origin(azimuth_deg, np.full_like(azimuth_deg, elevation_deg), radius)
 
 
-def poses_looking_at_origin(azimuth_deg: ArrayLike, elevation_deg: ArrayLike, radius: ArrayLike) -> Tensor:
+def poses_looking_at_origin(
+    azimuth_deg: ArrayLike, elevation_deg: ArrayLike, radius: ArrayLike, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Camera-to-world poses at the given azimuths, elevations and distances, looking at the origin with
     world +Z up in the image (the orbit's cameras, and any other pose on a sphere around the brain).
 
@@ -181,9 +183,10 @@ def poses_looking_at_origin(azimuth_deg: ArrayLike, elevation_deg: ArrayLike, ra
         azimuth_deg: [N] degrees around world Z (0: camera on +Y).
         elevation_deg: [N] degrees above the axial (XY) plane, each strictly between -90 and 90.
         radius: [N] or scalar distance from the origin, world units.
+        dtype: of the result (computed in float64).
 
     Returns:
-        [N, 3, 4] float32 c2w in nerfstudio's OpenGL convention.
+        [N, 3, 4] c2w in nerfstudio's OpenGL convention.
     """
     azimuth = np.deg2rad(np.asarray(azimuth_deg, dtype=np.float64))
     elevation = np.deg2rad(np.asarray(elevation_deg, dtype=np.float64))
@@ -197,7 +200,7 @@ def poses_looking_at_origin(azimuth_deg: ArrayLike, elevation_deg: ArrayLike, ra
     up = np.cross(backward, right)
     distance = np.asarray(radius, dtype=np.float64)[..., None]
     c2w = np.stack([right, up, backward, distance * backward], axis=-1)
-    return torch.from_numpy(c2w).float()
+    return torch.from_numpy(c2w).to(dtype)
 
 
 @dataclass

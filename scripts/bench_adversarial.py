@@ -52,8 +52,8 @@ from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, fine_detail
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig
 from mri_nerfstudio.nerf.held_out import evaluate_held_out_views
-from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE
 from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY
+from mri_nerfstudio.nerf.presets import PRESETS
 
 METRICS = ("psnr", "ssim", "fid", "kid", "detail_ratio", "detail_error")
 
@@ -61,7 +61,7 @@ METRICS = ("psnr", "ssim", "fid", "kid", "detail_ratio", "detail_error")
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
-    parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument(
         "--arms",
         nargs="+",

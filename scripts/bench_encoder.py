@@ -15,7 +15,6 @@ fresh process so its peak resident memory is its own.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -23,10 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info, write_json
+from bench_quality import machine_info, this_machines_method, write_json
 
 from mri_nerfstudio.nerf.encoder import SliceEncoderConfig
-from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
 from mri_nerfstudio.prepare import PrepareConfig
@@ -63,8 +61,7 @@ def phantom_root(out: Path, count: int, seed: int) -> Path:
 
 
 def make_session(root: Path, args: argparse.Namespace, encoder: SliceEncoderConfig, train_subjects: int) -> TrainingSession:
-    config = copy.deepcopy(mri_mednerf.config)
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config = this_machines_method()
     config.pipeline.model.preset = "cpu"
     config.pipeline.model.encoder = encoder
     dataparser = config.pipeline.datamanager.dataparser

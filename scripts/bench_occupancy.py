@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from bench_quality import add_eval_split_argument, machine_info, make_session, write_json
 
-from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid
+from mri_nerfstudio.nerf.presets import PRESETS
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.prepare import PreparedSubject
 
@@ -39,7 +39,7 @@ METRICS = ("psnr", "ssim")
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
-    parser.add_argument("--preset", default="cpu", choices=sorted(FIELD_LEARNING_RATE))
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--image-size", type=int, default=64, help="view size in pixels")
     parser.add_argument("--steps", type=int, default=1000, help="training steps per arm and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per arm and seed")

@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 from nerfstudio.engine.trainer import TrainerConfig
 
-from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
+from mri_nerfstudio.nerf.method_config import mri_mednerf, mri_mednerf_gpu
+from mri_nerfstudio.nerf.presets import PRESETS
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, default_cache_dir
 
@@ -34,7 +35,7 @@ REFERENCE_PSNR = 25.01
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="default", help="BraTS subject, volume file, or 'default' (MNI152)")
-    parser.add_argument("--presets", nargs="+", default=["mednerf", "cpu"], choices=sorted(FIELD_LEARNING_RATE))
+    parser.add_argument("--presets", nargs="+", default=["mednerf", "cpu"], choices=sorted(PRESETS))
     parser.add_argument("--image-size", type=int, default=128, help="view size in pixels")
     parser.add_argument("--seconds", type=float, default=300.0, help="training-time budget per preset")
     parser.add_argument("--max-steps", type=int, default=2000, help="step budget per preset")
@@ -65,9 +66,8 @@ def make_session(
 ) -> TrainingSession:
     """The shipped method with ``preset`` and its learning rate on ``args.data`` at ``args.image_size``,
     scored on ``args.eval_split``; ``configure`` may change the config further before the session is set up."""
-    config = copy.deepcopy(mri_mednerf.config)
-    config.pipeline.model.preset = preset
-    config.optimizers["fields"]["optimizer"].lr = FIELD_LEARNING_RATE[preset]
+    config = this_machines_method()
+    config.pipeline.model.preset = preset  # the field's learning rate follows it
     dataparser = config.pipeline.datamanager.dataparser
     dataparser.data = Path(args.data)
     dataparser.prepare = PrepareConfig(image_size=args.image_size)
@@ -79,11 +79,17 @@ def make_session(
     return TrainingSession(config, args.out / "runs", eval_split=args.eval_split)
 
 
+def this_machines_method() -> TrainerConfig:
+    """A copy of the shipped method for this machine: ``mri-mednerf-gpu`` where CUDA is available, else
+    ``mri-mednerf`` (each with its preset, device and steps)."""
+    return copy.deepcopy((mri_mednerf_gpu if torch.cuda.is_available() else mri_mednerf).config)
+
+
 def shipped_config(data: Path | None, image_size: int, cache_dir: Path | None = None, **prepare) -> TrainerConfig:
-    """A copy of the shipped ``mri-mednerf`` config (this machine's preset) on ``data`` (None: the embedded
+    """A copy of this machine's shipped method (:func:`this_machines_method`) on ``data`` (None: the embedded
     MNI152 template), views of ``image_size`` px (patches no larger), ``cache_dir`` (None: the default cache);
     ``prepare`` overrides other :class:`PrepareConfig` fields."""
-    config = copy.deepcopy(mri_mednerf.config)
+    config = this_machines_method()
     datamanager = config.pipeline.datamanager
     datamanager.patch_size = min(datamanager.patch_size, image_size)
     dataparser = datamanager.dataparser
@@ -136,7 +142,7 @@ def benchmark_preset(preset: str, args: argparse.Namespace) -> dict:
     parameters = sum(p.numel() for p in session.pipeline.model.parameters())
     return {
         "preset": preset,
-        "field_lr": FIELD_LEARNING_RATE[preset],
+        "field_lr": PRESETS[preset].learning_rate,
         "parameters": parameters,
         "steps": session.step_count,
         "train_seconds": session.train_seconds,

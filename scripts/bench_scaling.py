@@ -30,6 +30,7 @@ from bench_quality import evenly_spaced, machine_info, shipped_config, write_jso
 
 from mri_nerfstudio.nerf.distributed import run_on_processes, train_and_record
 from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.nerf.trainer import preset_optimizers
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +64,7 @@ def arm_config(args: argparse.Namespace, processes: int, seed: int, output_dir: 
     config.max_num_iterations = args.steps // processes
     config.output_dir = output_dir
     if args.scale_learning_rate:
+        config.optimizers = preset_optimizers(config)  # the field's rate from its preset, to be scaled
         for group in config.optimizers.values():
             group["optimizer"].lr *= processes
     return config

@@ -20,19 +20,17 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info, write_json
+from bench_quality import machine_info, this_machines_method, write_json
 
 from mri_nerfstudio.encoder_input import cached_encoder_input
 from mri_nerfstudio.metrics import mean_and_std
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
-from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from_view
 from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
@@ -71,10 +69,8 @@ def write_phantoms(root: Path, args: argparse.Namespace) -> tuple[Path, list[Pat
 
 
 def train(data: Path, args: argparse.Namespace) -> TrainingSession:
-    config = copy.deepcopy(mri_mednerf.config)
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.pipeline.model.preset = "cpu"
-    config.optimizers["fields"]["optimizer"].lr = FIELD_LEARNING_RATE["cpu"]
+    config = this_machines_method()
+    config.pipeline.model.preset = "cpu"  # the field's learning rate follows it
     config.pipeline.model.grid_resolutions = tuple(args.grid_resolutions)
     datamanager = config.pipeline.datamanager
     datamanager.patch_size = min(datamanager.patch_size, args.image_size // 2)

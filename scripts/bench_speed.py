@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from bench_quality import evenly_spaced, write_json
-from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
+from mri_nerfstudio.nerf.method_config import mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.prepare import PrepareConfig
 
@@ -75,9 +75,8 @@ def method_config(name: str, data: str | Path, image_size: int, device: str, cac
     config = copy.deepcopy(mri_mednerf.config)
     config.machine.device_type = device
     config.mixed_precision = device == "cuda"
-    config.pipeline.model.preset = preset
+    config.pipeline.model.preset = preset  # the field's learning rate follows it
     config.pipeline.model.skip_empty_space = skip
-    config.optimizers["fields"]["optimizer"].lr = FIELD_LEARNING_RATE[preset]
     dataparser = config.pipeline.datamanager.dataparser
     dataparser.data = Path(data)
     dataparser.prepare = PrepareConfig(image_size=image_size)

@@ -10,8 +10,9 @@ Protocol:
   those masks. A root of subject folders is made of symbolic links under ``--out`` (the scans are only
   read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
   with the defaults); the others train, 15 views each.
-- Training: the shipped ``mri-mednerf`` config (this machine's preset) at ``--image-size`` px, ``--steps`` for
-  the full part and ``--arm-steps`` for the arms (400 against 1,000 by default: ten arm runs dominate the time).
+- Training: this machine's shipped method (``mri-mednerf-gpu`` with CUDA, else ``mri-mednerf``) at
+  ``--image-size`` px, ``--steps`` for the full part and ``--arm-steps`` for the arms (400 against 1,000 by
+  default: ten arm runs dominate the time).
 - Choices (``--split val``): scored on the val views (14 per subject). Reports (default ``--split test``): the
   test views (43 per subject), or every ``--arm-view-stride``-th of them for the arms other than the first.
 - Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans

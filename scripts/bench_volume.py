@@ -27,7 +27,6 @@ between two training views). Prints a table, writes JSON (atomically) and a PNG 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import os
 import sys
@@ -37,13 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import evenly_spaced, machine_info, write_json
+from bench_quality import evenly_spaced, machine_info, this_machines_method, write_json
 
 from mri_nerfstudio import classical_reconstruction as classical
 from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
-from mri_nerfstudio.nerf.method_config import FIELD_LEARNING_RATE, mri_mednerf
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
 from mri_nerfstudio.view_split import orbit_view_split
@@ -162,11 +160,10 @@ def run_field(
     """Train the shipped method on ``count`` views with ``colour``; its scores and its estimate on the grid."""
     n_views, step_deg, every = field_orbit(count)
     prepare = dataclasses.replace(subject.prepare, n_views=n_views, step_deg=step_deg)
-    config = copy.deepcopy(mri_mednerf.config)
-    config.pipeline.model.preset = "cpu"
+    config = this_machines_method()
+    config.pipeline.model.preset = "cpu"  # the field's learning rate follows it
     config.pipeline.model.colour = colour
     config.pipeline.model.num_samples = args.num_samples
-    config.optimizers["fields"]["optimizer"].lr = FIELD_LEARNING_RATE["cpu"]
     config.max_num_iterations = args.steps
     datamanager = config.pipeline.datamanager
     datamanager.patch_size = min(datamanager.patch_size, args.image_size)  # 32 x 32; the views of --quick are 16 px

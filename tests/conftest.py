@@ -62,6 +62,32 @@ def tiny_method_config():
 
 
 @pytest.fixture(scope="session")
+def ns_train_cli():
+    """``parse(arguments)``: the ``TrainerConfig`` that ``ns-train *arguments`` would train, parsed by tyro with the
+    shipped methods as subcommands, as nerfstudio's ``ns-train`` builds them (its ``AnnotatedBaseConfigUnion``),
+    but from the worktree's method configs instead of the installed entry points. ``--help`` prints the help text
+    to stdout and raises ``SystemExit``."""
+    import tyro
+
+    from mri_nerfstudio.nerf.method_config import mri_mednerf, mri_mednerf_gpu
+
+    methods = (mri_mednerf, mri_mednerf_gpu)
+    union = tyro.conf.SuppressFixed[
+        tyro.conf.FlagConversionOff[
+            tyro.extras.subcommand_type_from_defaults(
+                defaults={method.config.method_name: method.config for method in methods},
+                descriptions={method.config.method_name: method.description for method in methods},
+            )
+        ]
+    ]
+
+    def parse(arguments):
+        return tyro.cli(union, args=list(arguments))
+
+    return parse
+
+
+@pytest.fixture(scope="session")
 def trained_phantom_run(tiny_method_config, phantom_subject_dir, tmp_path_factory) -> Path:
     """config.yml of an ``mri-mednerf`` run trained 200 steps on BraTS2021_00000 alone (72 views of 24 px, 15 for
     training), with its checkpoint; BraTS2021_00001 stays unseen. About 20 s on two CPU cores."""

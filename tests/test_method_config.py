@@ -1,8 +1,10 @@
-"""The mri-mednerf method as a user runs it: ns-train, ns-eval, ns-render and resuming, from the
-installed package, on tiny phantoms."""
+"""The methods, one per preset, machine-independent; mri-mednerf as a user runs it: ns-train, ns-eval,
+ns-render and resuming, from the installed package, on tiny phantoms."""
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
 import os
 import subprocess
@@ -11,8 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from mri_nerfstudio.nerf.method_config import mri_mednerf
+from mri_nerfstudio.nerf import method_config
+from mri_nerfstudio.nerf.method_config import mri_mednerf, mri_mednerf_gpu
+from mri_nerfstudio.nerf.presets import PRESETS
+from mri_nerfstudio.nerf.trainer import MRITrainer, preset_optimizers
 
 BIN = Path(sys.executable).parent
 QUIET = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -31,12 +37,69 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def test_the_shipped_method_runs_on_this_machine():
-    config = mri_mednerf.config
-    assert config.machine.device_type == ("cuda" if torch.cuda.is_available() else "cpu")
+def _learning_rates(config) -> dict[str, float]:
+    """The learning rate each param group trains at (the field's from the preset unless set)."""
+    return {name: group["optimizer"].lr for name, group in preset_optimizers(config).items()}
+
+
+@pytest.mark.parametrize(
+    ("method", "preset", "device", "steps"),
+    [(mri_mednerf, "cpu", "cpu", 1_000), (mri_mednerf_gpu, "mednerf", "cuda", 30_000)],
+)
+def test_each_method_fixes_its_preset_device_steps_and_field_rate(method, preset, device, steps):
+    config = method.config
+    assert config.pipeline.model.preset == preset
+    assert (config.machine.device_type, config.mixed_precision) == (device, device == "cuda")
+    assert config.max_num_iterations == steps
     assert config.viewer.websocket_host == "127.0.0.1"
-    assert config.pipeline.model.preset == ("mednerf" if torch.cuda.is_available() else "cpu")
-    assert config.mixed_precision == torch.cuda.is_available()
+    assert config._target is MRITrainer
+    assert config.optimizers["fields"]["optimizer"].lr is None  # the preset's, filled in by MRITrainer
+    assert _learning_rates(config) == {
+        "fields": PRESETS[preset].learning_rate, "codes": 1e-3, "discriminator": 1e-4, "encoder": 1e-3,
+    }  # fmt: skip
+
+
+def test_the_methods_are_the_same_whatever_the_machine(monkeypatch):
+    shipped = {name: yaml.dump(method.config) for name, method in (("cpu", mri_mednerf), ("gpu", mri_mednerf_gpu))}
+    for cuda in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        reloaded = importlib.reload(method_config)
+        assert yaml.dump(reloaded.mri_mednerf.config) == shipped["cpu"]
+        assert yaml.dump(reloaded.mri_mednerf_gpu.config) == shipped["gpu"]
+
+
+@pytest.mark.parametrize("method", [mri_mednerf, mri_mednerf_gpu])
+@pytest.mark.parametrize("field_rate", [None, 3e-3])
+def test_a_saved_config_loads_with_its_preset_and_learning_rates(method, field_rate):
+    config = copy.deepcopy(method.config)
+    config.optimizers["fields"]["optimizer"].lr = field_rate
+    # What ns-train writes (config.yml) and ns-eval / ns-train --load-config read back.
+    loaded = yaml.load(yaml.dump(config), Loader=yaml.Loader)
+    assert loaded.pipeline.model.preset == config.pipeline.model.preset
+    assert loaded.machine.device_type == config.machine.device_type
+    assert _learning_rates(loaded) == _learning_rates(config)
+    assert _learning_rates(loaded)["fields"] == (field_rate or PRESETS[config.pipeline.model.preset].learning_rate)
+
+
+def _assert_the_help_shows_each_preset_with_its_learning_rate(help_text: str) -> None:
+    text = " ".join(help_text.replace("│", " ").split())  # without rich's box and line breaks
+    for name, preset in PRESETS.items():
+        assert f"{name}: {preset.summary()}" in text  # under --pipeline.model.preset
+        assert f"{name} {preset.learning_rate:g}" in text  # under --optimizers.fields.optimizer.lr
+    assert "--optimizers.fields.optimizer.lr {None}|FLOAT" in text
+
+
+@pytest.mark.parametrize("method", ["mri-mednerf", "mri-mednerf-gpu"])
+def test_the_help_shows_each_preset_with_its_learning_rate(ns_train_cli, capsys, method):
+    with pytest.raises(SystemExit):
+        ns_train_cli([method, "--help"])
+    _assert_the_help_shows_each_preset_with_its_learning_rate(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_ns_train_help_shows_each_preset_with_its_learning_rate(tmp_path):
+    help_text = _run(str(BIN / "ns-train"), "mri-mednerf", "--help", cwd=tmp_path).stdout  # the installed entry point
+    _assert_the_help_shows_each_preset_with_its_learning_rate(help_text)
 
 
 @pytest.mark.slow
@@ -48,6 +111,8 @@ def test_train_eval_render_and_resume_from_the_command_line(phantom_root, tmp_pa
     run_dir = out / "unnamed" / "mri-mednerf" / "first"
     config = run_dir / "config.yml"
     assert sorted(p.name for p in (run_dir / "nerfstudio_models").glob("*.ckpt")) == ["step-000000039.ckpt"]
+    state = torch.load(run_dir / "nerfstudio_models" / "step-000000039.ckpt", map_location="cpu", weights_only=True)
+    assert state["optimizers"]["fields"]["param_groups"][0]["lr"] == 2e-2  # the cpu preset's rate
 
     _run(str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(tmp_path / "eval.json"), cwd=tmp_path)
     results = json.loads((tmp_path / "eval.json").read_text())["results"]

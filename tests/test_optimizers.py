@@ -1,4 +1,5 @@
-"""Optimizer configs: the generator's algorithm is a command-line switch (Adam or MedNeRF's RMSprop)."""
+"""Optimizer configs: the generator's algorithm is a command-line switch (Adam or MedNeRF's RMSprop); the
+field's learning rate may be left to the preset."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from nerfstudio.engine.trainer import TrainerConfig
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.method_config import mri_mednerf
-from mri_nerfstudio.nerf.optimizers import RMSpropOptimizerConfig, SwitchableOptimizerConfig
+from mri_nerfstudio.nerf.optimizers import FieldOptimizerConfig, RMSpropOptimizerConfig, SwitchableOptimizerConfig
 
 
 def _parameters() -> list[torch.nn.Parameter]:
@@ -52,3 +53,12 @@ def test_ns_train_switches_the_generator_to_rmsprop_from_the_command_line():
     assert optimizer.algorithm == "rmsprop" and optimizer.lr == 5e-4
     assert type(optimizer.setup(_parameters())) is torch.optim.RMSprop
     assert config.optimizers["codes"]["optimizer"].algorithm == "adam"
+
+
+def test_the_field_optimizer_needs_its_rate_filled_in_before_setup():
+    with pytest.raises(MRIInputError, match="optimizers.fields.optimizer.lr is None"):
+        FieldOptimizerConfig().setup(_parameters())
+    rmsprop = FieldOptimizerConfig(lr=5e-4, algorithm="rmsprop").setup(_parameters())
+    assert type(rmsprop) is torch.optim.RMSprop and rmsprop.param_groups[0]["lr"] == 5e-4
+    saved = yaml.dump(FieldOptimizerConfig(eps=1e-15))
+    assert yaml.load(saved, Loader=yaml.Loader) == FieldOptimizerConfig(eps=1e-15)  # None survives config.yml

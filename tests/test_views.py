@@ -18,6 +18,7 @@ from mri_nerfstudio.views import (
     generate_rays,
     make_orbit_cameras,
     orbit_poses,
+    poses_looking_at_origin,
     render_views,
     scene_normalization,
 )
@@ -83,6 +84,13 @@ def test_orbit_starts_frontal_and_turns_to_the_left():
     # View 0 is a frontal view: image right = subject's left (-X), image up = superior (+Z).
     torch.testing.assert_close(c2w[0, :, 0], torch.tensor([-1.0, 0.0, 0.0]))
     torch.testing.assert_close(c2w[0, :, 1], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_poses_can_be_kept_in_float64():
+    azimuth, elevation = [0.0, 37.0, 250.0], [0.0, 10.0, -60.0]
+    exact = poses_looking_at_origin(azimuth, elevation, 4.0, dtype=torch.float64)
+    assert exact.dtype == torch.float64
+    torch.testing.assert_close(exact.float(), poses_looking_at_origin(azimuth, elevation, 4.0), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ command swaps in :func:`~mri_nerfstudio.nerf.distributed.distributed_worker` (NC
 on CPUs) and refuses, on one line, a device count the machine lacks. Examples::
 
     mri-train mri-mednerf --machine.num-devices 2 --machine.device-type cpu mri-data --data brats/
-    mri-train mri-mednerf --machine.num-devices 4 mri-data --data brats/       # 4 GPUs, as ns-train does
+    mri-train mri-mednerf-gpu --machine.num-devices 4 mri-data --data brats/   # 4 GPUs, as ns-train does
 """
 
 from __future__ import annotations

@@ -1,16 +1,24 @@
-"""The ``mri-mednerf`` method as nerfstudio sees it (entry point ``nerfstudio.method_configs``).
+"""The methods as nerfstudio sees them (entry points ``nerfstudio.method_configs``), one per model preset.
 
-The model preset follows the machine: ``cpu`` (feature grids, minutes on two cores) when no CUDA
-device is visible, ``mednerf`` (GRAF / MedNeRF's MLP) otherwise. To train MedNeRF's network on a CPU
-anyway, or the grid on a GPU, pick the preset and its learning rate together::
+Named variants, as nerfstudio's ``nerfacto`` / ``nerfacto-big``: each fixes its preset, device and steps,
+so a ``config.yml`` trains the same way on any machine and nothing is probed at import.
 
-    ns-train mri-mednerf --pipeline.model.preset mednerf --optimizers.fields.optimizer.lr 5e-4 ...
-    ns-train mri-mednerf --pipeline.model.preset cpu --optimizers.fields.optimizer.lr 2e-2 ...
+- ``mri-mednerf``: the ``cpu`` preset (feature grids), 1,000 steps on the CPU: minutes on two cores.
+- ``mri-mednerf-gpu``: the ``mednerf`` preset (GRAF / MedNeRF's MLP), 30,000 steps on CUDA with mixed
+  precision.
+
+The field's learning rate follows the preset (:mod:`~mri_nerfstudio.nerf.presets`) unless
+``--optimizers.fields.optimizer.lr`` is set, so any setting is one flag::
+
+    ns-train mri-mednerf --pipeline.model.preset mednerf ...       # MedNeRF's MLP on the CPU, at its rate
+    ns-train mri-mednerf-gpu --pipeline.model.preset cpu ...       # the grids on CUDA
+    ns-train mri-mednerf --machine.device-type cuda ...            # the grids on CUDA, without mixed precision
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
+
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -18,23 +26,25 @@ from nerfstudio.plugins.types import MethodSpecification
 from mri_nerfstudio.nerf.datamanager import MRIDataManagerConfig
 from mri_nerfstudio.nerf.dataparser import MRIDataParserConfig
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
-from mri_nerfstudio.nerf.optimizers import RMSpropOptimizerConfig, SwitchableOptimizerConfig
+from mri_nerfstudio.nerf.optimizers import FieldOptimizerConfig, RMSpropOptimizerConfig, SwitchableOptimizerConfig
 from mri_nerfstudio.nerf.pipeline import MRIPipelineConfig
+from mri_nerfstudio.nerf.presets import PresetName
+from mri_nerfstudio.nerf.trainer import MRITrainer
 
-CUDA = torch.cuda.is_available()
-PRESET = "mednerf" if CUDA else "cpu"
-# Adam learning rate of the field per preset: MedNeRF's generator rate for the MLP; grids want a larger step.
-FIELD_LEARNING_RATE = {"mednerf": 5e-4, "cpu": 2e-2}
 
-mri_mednerf = MethodSpecification(
-    config=TrainerConfig(
-        method_name="mri-mednerf",
+def trainer_config(
+    method_name: str, preset: PresetName, device_type: Literal["cpu", "cuda"], max_num_iterations: int
+) -> TrainerConfig:
+    """The method ``method_name``: ``preset`` trained ``max_num_iterations`` steps on ``device_type`` (mixed
+    precision on CUDA: fp16 autocast, the field's outputs cast back to float32 before rendering)."""
+    return TrainerConfig(
+        _target=MRITrainer,
+        method_name=method_name,
         steps_per_eval_batch=500,
         steps_per_save=2000,
-        max_num_iterations=30_000 if CUDA else 1_000,
-        # fp16 autocast on CUDA (the field's outputs are cast back to float32 before rendering); none on CPU.
-        mixed_precision=CUDA,
-        machine=MachineConfig(device_type="cuda" if CUDA else "cpu"),
+        max_num_iterations=max_num_iterations,
+        mixed_precision=device_type == "cuda",
+        machine=MachineConfig(device_type=device_type),
         viewer=ViewerConfig(websocket_host="127.0.0.1"),
         pipeline=MRIPipelineConfig(
             datamanager=MRIDataManagerConfig(
@@ -48,14 +58,12 @@ mri_mednerf = MethodSpecification(
             ),
             # With two or more subjects each has its own 32^3 feature grid: 24 real brains in one field gain 6.8 dB
             # on their val views after 500 steps (scripts/bench_subjects.py); one subject is unchanged.
-            model=MRIMedNeRFModelConfig(preset=PRESET, subject_grid_resolution=32),
+            model=MRIMedNeRFModelConfig(preset=preset, subject_grid_resolution=32),
         ),
         optimizers={
             # Adam by default; MedNeRF's generator optimizer with --optimizers.fields.optimizer.algorithm rmsprop.
-            "fields": {
-                "optimizer": SwitchableOptimizerConfig(lr=FIELD_LEARNING_RATE[PRESET], eps=1e-15),
-                "scheduler": None,
-            },
+            # The learning rate is the preset's unless set (MRITrainer fills it in).
+            "fields": {"optimizer": FieldOptimizerConfig(eps=1e-15), "scheduler": None},
             "codes": {"optimizer": SwitchableOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
             # Used only with the adversarial loss (--pipeline.adversarial.lambda-adv > 0); MedNeRF's D optimizer.
             "discriminator": {"optimizer": RMSpropOptimizerConfig(lr=1e-4), "scheduler": None},
@@ -63,6 +71,15 @@ mri_mednerf = MethodSpecification(
             "encoder": {"optimizer": SwitchableOptimizerConfig(lr=1e-3, eps=1e-15), "scheduler": None},
         },
         vis="viewer",
-    ),
-    description="MedNeRF-style radiance field of brain MRI",
+    )
+
+
+mri_mednerf = MethodSpecification(
+    config=trainer_config("mri-mednerf", preset="cpu", device_type="cpu", max_num_iterations=1_000),
+    description="MedNeRF-style radiance field of brain MRI: feature grids (cpu preset), 1,000 steps on the CPU",
+)
+
+mri_mednerf_gpu = MethodSpecification(
+    config=trainer_config("mri-mednerf-gpu", preset="mednerf", device_type="cuda", max_num_iterations=30_000),
+    description="MedNeRF-style radiance field of brain MRI: MedNeRF's MLP (mednerf preset), 30,000 steps on CUDA",
 )

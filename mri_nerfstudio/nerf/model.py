@@ -7,13 +7,9 @@ dataparser metadata): ``volume`` emission-absorption, ``drr`` attenuation or ``m
 learned code, split into a shape code (conditions the density) and an appearance code (the colour),
 as GRAF splits its latent.
 
-Two presets (``--pipeline.model.preset``) pick the network and its sizes:
-
-- ``mednerf``: GRAF / MedNeRF's 8 x 256 MLP (0.68 M parameters), 64 samples per ray, codes 128 + 128,
-  density noise 1.0 annealed over 5,000 steps. Meant for a GPU; train it with the MLP's learning rate
-  (``--optimizers.fields.optimizer.lr 5e-4``).
-- ``cpu``: dense feature grids + a tiny MLP (:class:`FeatureGridBackbone`), fewer samples, codes 8 + 8,
-  a total-variation prior on the grids: a 128 px brain in minutes on two CPU cores.
+Two presets (``--pipeline.model.preset``, :mod:`~mri_nerfstudio.nerf.presets`) pick the network, its sizes
+and its learning rate: ``mednerf`` (GRAF / MedNeRF's MLP, for a GPU) and ``cpu`` (dense feature grids + a
+tiny MLP with a total-variation prior on the grids: minutes on two CPU cores).
 
 With the slice encoder on (``--pipeline.model.encoder.enabled``; ``auto`` = on for two or more
 subjects), a subject's codes are the encoder's prediction from its scans plus a learned residual that
@@ -25,10 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Tuple, Type
+from typing import Annotated, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
+import tyro
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.field_components.field_heads import FieldHeadNames
@@ -51,6 +48,7 @@ from mri_nerfstudio.nerf.field import (
     RadianceBackbone,
 )
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, evaluate_field
+from mri_nerfstudio.nerf.presets import PRESETS, PRESETS_HELP, FieldPreset, PresetName
 from mri_nerfstudio.nerf.renderers import MeanIntensityRenderer, renderer_for_view_mode
 from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids, vertex_tables
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera
@@ -58,41 +56,6 @@ from mri_nerfstudio.nerf.viewer_slice import ViewerSlicePlane, difference_colour
 from mri_nerfstudio.uncertainty import blend_spread
 from mri_nerfstudio.views import DEFAULT_DENSITY_SCALE
 from mri_nerfstudio.volume import MODALITIES
-
-
-@dataclass(frozen=True)
-class FieldPreset:
-    """The settings a preset fixes (each can be overridden by the model config field of the same name)."""
-
-    backbone: Literal["mlp", "grid"]
-    num_samples: int
-    num_importance_samples: int
-    shape_code_dim: int
-    appearance_code_dim: int
-    density_noise_std: float
-    density_noise_steps: int
-
-
-PRESETS: dict[str, FieldPreset] = {
-    "mednerf": FieldPreset(
-        backbone="mlp",
-        num_samples=64,
-        num_importance_samples=0,
-        shape_code_dim=128,
-        appearance_code_dim=128,
-        density_noise_std=1.0,
-        density_noise_steps=5000,
-    ),
-    "cpu": FieldPreset(
-        backbone="grid",
-        num_samples=48,
-        num_importance_samples=0,
-        shape_code_dim=8,
-        appearance_code_dim=8,
-        density_noise_std=0.0,
-        density_noise_steps=0,
-    ),
-}
 
 
 @dataclass
@@ -103,8 +66,7 @@ class MRIMedNeRFModelConfig(ModelConfig):
     """
 
     _target: Type = field(default_factory=lambda: MRIMedNeRFModel)
-    preset: Literal["mednerf", "cpu"] = "mednerf"
-    """``mednerf``: GRAF's MLP, 64 samples, codes 128 + 128 (GPU). ``cpu``: feature grids, 48 samples, codes 8 + 8."""
+    preset: Annotated[PresetName, tyro.conf.arg(help=PRESETS_HELP)] = "mednerf"
     num_samples: Optional[int] = None
     """Uniform samples per ray (None: the preset's)."""
     num_importance_samples: Optional[int] = None
