@@ -17,7 +17,7 @@ Protocol:
   test views (43 per subject), or every ``--arm-view-stride``-th of them for the arms other than the first.
 - Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans
   alone (encoder start: its codes and subject grid from its scans) and from the mean training code (no scans:
-  a zero subject grid), then fitted (code + field, as ``mri-reconstruct --finetune-field``, starting from the
+  with the mean subject grid), then fitted (code + field, as ``mri-reconstruct --finetune-field``, starting from the
   encoder's prediction) to 1 view (azimuth 0) and to their 15 training-orbit views, scored on the other views.
   PSNR / SSIM per subject and overall with std; FID / KID over all images of a group (the count is given);
   volume PSNR / SSIM on the brain mask.
@@ -61,6 +61,7 @@ from mri_nerfstudio.nerf.field_sampling import subject_volume_scores
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.nerf.single_view import (
     SingleViewSettings,
+    initial_grid,
     input_view_occupancy,
     reconstruct_from_view,
     render_orbit,
@@ -265,13 +266,15 @@ def render_views(session: TrainingSession, indices: list[int], one_subject=None)
 
 
 def mean_code_start(session: TrainingSession, name: str, names: list[str], training: list[str]):
-    """A held-out subject as a model without its scans starts: the mean training code, a zero subject grid, and
-    empty space skipped outside the hull of its view 0 (as ``mri-reconstruct`` from that view)."""
+    """A held-out subject as a model without its scans starts: the mean training code, the mean subject grid
+    (:func:`initial_grid` without scans), and empty space skipped outside the hull of its view 0 (as
+    ``mri-reconstruct`` from that view)."""
     model, dataparser = session.pipeline.model, session.pipeline.datamanager.dataparser
     orbit = nerfstudio_cameras(dataparser.subjects[0].cameras)
     view = torch.from_numpy(dataparser.subjects[names.index(name)].images[:1])
     code = trained_codes(model)[[names.index(n) for n in training]].mean(dim=0)
-    return single_subject_model(model, code, input_view_occupancy(model, view, orbit[0:1])).eval()
+    occupancy = input_view_occupancy(model, view, orbit[0:1])
+    return single_subject_model(model, code, occupancy, initial_grid(model)).eval()
 
 
 def score_model(

@@ -18,6 +18,7 @@ from mri_nerfstudio.nerf.single_view import (
     input_view_occupancy,
     single_subject_model,
     trained_codes,
+    trained_grids,
 )
 
 
@@ -102,7 +103,7 @@ def test_a_new_subject_skips_the_space_outside_the_hull_of_its_own_input_views(t
     assert input_view_occupancy(model, input_views, cameras) is None  # a model that skips nothing
 
 
-def test_a_new_subject_gets_a_fresh_subject_grid_that_is_fitted_with_the_field(tiny_encoder_model):
+def test_a_new_subject_without_scans_starts_from_the_mean_subject_grid_fitted_only_with_the_field(tiny_encoder_model):
     model = tiny_encoder_model(subject_grid_resolution=4, subject_grid_channels=2)
     with torch.no_grad():
         model.subject_grids.tables.normal_()  # the training subjects' own grids
@@ -111,10 +112,12 @@ def test_a_new_subject_gets_a_fresh_subject_grid_that_is_fitted_with_the_field(t
     orbit = views.make_orbit_cameras(n_views=4, step_deg=90.0, image_size=8)
     camera = nerfstudio_cameras(orbit)[torch.tensor([0])]
     view = torch.full((8, 8), 0.6)
+    start = initial_grid(model)
+    assert start.abs().max() > 0  # the subjects' grids, averaged
     code_only, _ = fit_single_view(model, view, camera, SingleViewSettings(steps=3))
-    assert code_only.subject_grids.tables.abs().max() == 0
+    torch.testing.assert_close(code_only.subject_grids.tables[0], start)
     with_field, history = fit_single_view(model, view, camera, SingleViewSettings(steps=3, finetune_field=True))
-    assert with_field.subject_grids.tables.abs().max() > 0 and len(history.mse) == 3
+    assert (with_field.subject_grids.tables[0] - start).abs().max() > 0 and len(history.mse) == 3
 
 
 def test_the_encoder_predicts_each_subjects_grid_and_a_new_subject_starts_from_it(tiny_encoder_model):
@@ -132,7 +135,9 @@ def test_the_encoder_predicts_each_subjects_grid_and_a_new_subject_starts_from_i
 
     grid = initial_grid(model, _scans_of(model, 2))
     torch.testing.assert_close(grid, predicted[2])
-    assert initial_grid(model) is None  # no scans: a zero grid
+    full = model.subject_grids.tables + torch.stack(list(model.predicted_grid_tables(torch.arange(3)).values()))
+    torch.testing.assert_close(trained_grids(model), full)
+    torch.testing.assert_close(initial_grid(model), full.mean(dim=0))  # no scans: the mean of the subjects' grids
     copy = single_subject_model(model, trained_codes(model)[2], None, grid).eval()
     with torch.no_grad():
         torch.testing.assert_close(copy(_rays())["rgb"], after)  # the start renders as the model renders it
@@ -140,7 +145,9 @@ def test_the_encoder_predicts_each_subjects_grid_and_a_new_subject_starts_from_i
     without = tiny_encoder_model(subject_grid_resolution=4, subject_grid_channels=2,
                                  encoder=type(model.config.encoder)(grid_features=False))
     assert without.encoder.grid_head is None and without.predicted_grid_tables(torch.tensor([0])) is None
-    assert initial_grid(without, _scans_of(without, 2)) is None
+    with torch.no_grad():
+        without.subject_grids.tables.normal_()
+    torch.testing.assert_close(initial_grid(without, _scans_of(without, 2)), without.subject_grids.tables.mean(dim=0))
 
 
 def test_training_reaches_the_encoders_grid_head(tiny_encoder_model):

@@ -9,7 +9,7 @@ where ``mean`` and ``variance`` are a Gaussian fitted to the training subjects' 
 handful of subjects cannot estimate one variance per dimension). The optimisation starts from
 :func:`initial_codes`: the slice encoder's prediction from the new subject's scans when the model has
 an encoder and the scans are known, else the mean training code; with subject grids, from
-:func:`initial_grid` (the encoder's grid from the scans, else zeros).
+:func:`initial_grid` (the encoder's grid from the scans, else the mean of the subjects' grids).
 
 The new subject's empty space is skipped outside :func:`input_view_occupancy`: the visual hull of its
 input view(s) alone, within the space where the field was trained (the union of the model's grids). Nothing
@@ -81,14 +81,32 @@ def initial_codes(model, scans: EncoderInput | None = None) -> Tensor:
         return model.encoder(*inputs)[0]
 
 
-def initial_grid(model, scans: EncoderInput | None = None) -> Tensor | None:
-    """[R^3, C] starting subject grid of a subject not seen in training: the encoder's prediction from its scans
-    (what the model renders a held-out subject with), or None (zeros) without scans or a grid-predicting encoder."""
-    if model.subject_grids is None or model.encoder is None or model.encoder.grid_head is None or scans is None:
-        return None
+def trained_grids(model) -> Tensor:
+    """[N, R^3, C] the subject grids the model renders its N subjects with (learned grid + the encoder's
+    prediction from their scans, when it predicts one); the model must have subject grids."""
     with torch.no_grad():
-        volume = model.encoder.grid_head(torch.from_numpy(scans.scans)[None].to(model.device))
-        return vertex_tables(volume, model.subject_grids.resolution)[0]
+        tables = model.subject_grids.tables.detach().clone()
+        predicted = model.predicted_grid_tables(torch.arange(model.num_subjects, device=model.device)) or {}
+        for subject, table in predicted.items():
+            tables[subject] += table
+        return tables
+
+
+def initial_grid(model, scans: EncoderInput | None = None) -> Tensor | None:
+    """[R^3, C] starting subject grid of a subject not seen in training, or None when the model has no subject grids.
+
+    With the encoder's grid head and the subject's scans: its prediction from them (what the model renders a
+    held-out subject with). Otherwise the mean of the subjects' grids, as the mean code stands in for a code: for
+    held-out real brains it starts 5.1 dB and ends a one-view fit 0.8 dB above a zero grid (val views,
+    benchmarks/notes/subjects.md).
+    """
+    if model.subject_grids is None:
+        return None
+    if model.encoder is not None and model.encoder.grid_head is not None and scans is not None:
+        with torch.no_grad():
+            volume = model.encoder.grid_head(torch.from_numpy(scans.scans)[None].to(model.device))
+            return vertex_tables(volume, model.subject_grids.resolution)[0]
+    return trained_grids(model).mean(dim=0)
 
 
 def code_prior(model) -> tuple[Tensor, float]:
@@ -246,8 +264,8 @@ def reconstruct_from_view(
         settings: fitting settings.
         truth: the subject's :class:`~mri_nerfstudio.prepare.PreparedSubject` (its N views and volume),
             or None when only the view is known (nothing is scored then).
-        baseline: also score the unfitted starting code (with the encoder and ``scans``: the encoder's
-            prediction; otherwise the mean training code, the trivial baseline).
+        baseline: also score the unfitted start (with the encoder and ``scans``: the encoder's prediction;
+            otherwise the mean training code and subject grid, the trivial baseline).
         scans: the subject's encoder input, when known (see :func:`initial_codes`).
     """
     from mri_nerfstudio.metrics import view_scores
