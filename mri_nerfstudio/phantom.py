@@ -156,8 +156,10 @@ class PhantomConfig:
     spacing_mm: float = 1.0
     """Isotropic voxel size of the grid."""
     reference: str = "t1"
-    """The modality written without misalignment or slice motion; the seg matches it exactly."""
+    """The modality (t1, t1ce, t2 or flair) written without misalignment or slice motion; the seg matches it
+    exactly."""
     tumour: bool = True
+    """Place a tumour (oedema, enhancing rim, necrosis) in deep white matter; False: healthy, the seg all zero."""
     tumour_radius_mm: tuple[float, float] = (15.0, 30.0)
     """Range of the oedema's mean radius (each semi-axis varies a further +-20%)."""
     bias_strength: float = 0.1
