@@ -16,8 +16,6 @@ then renamed), so every subject is resampled once.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.volume import MODALITIES, Volume
 
@@ -121,12 +120,7 @@ def cached_encoder_input(
         with np.load(path) as stored:
             return EncoderInput(scans=stored["scans"], present=stored["present"], spacing_mm=stored["spacing_mm"])
     result = encoder_input(volume, world_from_voxel, grid_size)
-    descriptor, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            np.savez(stream, scans=result.scans, present=result.present, spacing_mm=result.spacing_mm)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(
+        path, lambda tmp: np.savez(tmp, scans=result.scans, present=result.present, spacing_mm=result.spacing_mm)
+    )
     return result

@@ -40,8 +40,9 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.lazy_import import lazy_module
-from mri_nerfstudio.volume import MODALITIES, save_nifti
+from mri_nerfstudio.volume import LPS_FROM_RAS, MODALITIES, save_nifti
 
 sitk = lazy_module("SimpleITK", "to build phantoms")
 
@@ -155,8 +156,10 @@ class PhantomConfig:
     spacing_mm: float = 1.0
     """Isotropic voxel size of the grid."""
     reference: str = "t1"
-    """The modality written without misalignment or slice motion; the seg matches it exactly."""
+    """The modality (t1, t1ce, t2 or flair) written without misalignment or slice motion; the seg matches it
+    exactly."""
     tumour: bool = True
+    """Place a tumour (oedema, enhancing rim, necrosis) in deep white matter; False: healthy, the seg all zero."""
     tumour_radius_mm: tuple[float, float] = (15.0, 30.0)
     """Range of the oedema's mean radius (each semi-axis varies a further +-20%)."""
     bias_strength: float = 0.1
@@ -514,8 +517,6 @@ def _euler_json(angles_deg: np.ndarray, translation_mm: np.ndarray, centre_mm: n
     }
 
 
-_LPS = np.array([-1.0, -1.0, 1.0])
-
 MISALIGNMENT_CONVENTION = (
     "SimpleITK Euler3DTransform parameters (angles about X, Y, Z; ComputeZYX off, so R = Rz Rx Ry; "
     "T(x) = R (x - centre) + centre + translation). T maps a point of the reference (fixed) image to the "
@@ -613,6 +614,7 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
     images: dict[str, np.ndarray] = {}
     brains: dict[str, np.ndarray] = {}
     truth_modalities: dict[str, dict] = {}
+    lps_signs = np.diag(LPS_FROM_RAS)[:3]  # the truth in LPS too: X and Y components (and angles) negated
     for modality in MODALITIES:
         angles = misalignment_rng.uniform(-config.max_rotation_deg, config.max_rotation_deg, size=3)
         translation = misalignment_rng.uniform(-config.max_translation_mm, config.max_translation_mm, size=3)
@@ -650,7 +652,7 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
             "sequence": asdict(SEQUENCES[modality]),
             "misalignment": {
                 "ras": _euler_json(angles, translation, centre),
-                "lps": _euler_json(angles * _LPS, translation * _LPS, centre * _LPS),
+                "lps": _euler_json(angles * lps_signs, translation * lps_signs, centre * lps_signs),
                 "matrix_ras": moving_from_fixed.tolist(),
             },
             "slice_shifts_mm": shifts.tolist(),
@@ -667,7 +669,7 @@ def make_phantom(seed: int, config: PhantomConfig) -> Phantom:
         "description": SIMULATED_DESCRIPTION,
         "generator": "mri_nerfstudio.phantom.make_phantom",
         "seed": int(seed),
-        "config": _json_ready(asdict(config)),
+        "config": to_plain(asdict(config)),
         "grid": {
             "shape": list(shape),
             "affine": affine.tolist(),
@@ -700,17 +702,6 @@ def _head_json(brain: np.ndarray, affine: np.ndarray) -> dict:
         "brain_ml": float(np.count_nonzero(brain)) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0,
         "brain_mask": "Phantom.brain (in memory only: a *brainmask* file would be read as a given mask)",
     }
-
-
-def _json_ready(value: object) -> object:
-    """Tuples, mappings and numpy scalars of a config as plain JSON types."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return value
 
 
 # --- Writing -----------------------------------------------------------------------------------

@@ -29,9 +29,10 @@ import torch
 from PIL import Image
 
 from mri_nerfstudio import views
+from mri_nerfstudio.atomic_write import write_json
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.labels import check_convention_argument
-from mri_nerfstudio.preprocess import to_plain
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
 from mri_nerfstudio.preprocess.skull_strip import SKULL_STRIP_CHOICES
 from mri_nerfstudio.subject_files import find_subjects, input_files
@@ -339,9 +340,9 @@ def _write_prepared(prepared: PreparedSubject, source: Path | None, key: str) ->
             "radius_mm": float(prepared.normalization.radius_mm),
             "world_from_ras": prepared.normalization.world_from_ras().tolist(),
         }
-        _write_json(tmp / "cameras.json", cameras)
+        write_json(tmp / "cameras.json", cameras)
         write_provenance(prepared.provenance, tmp / "provenance.json")
-        _write_json(
+        write_json(
             tmp / "manifest.json",
             {
                 "format": CACHE_FORMAT,
@@ -416,12 +417,6 @@ def default_cache_dir() -> Path:
     if os.environ.get("MRI_NERFSTUDIO_CACHE"):
         return Path(os.environ["MRI_NERFSTUDIO_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mri-nerfstudio"
-
-
-def _write_json(path: Path, payload: dict | list) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
 
 
 def _read_json(path: Path) -> dict:

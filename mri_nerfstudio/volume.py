@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from mri_nerfstudio import dicom, labels
+from mri_nerfstudio.atomic_write import write_atomically
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.subject_files import (
@@ -121,10 +122,7 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, *, descr
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     image.header["descrip"] = description.encode("ascii")[:80]
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    nib.save(image, tmp)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: nib.save(image, tmp))
     return path
 
 
@@ -136,7 +134,9 @@ GRID_TOLERANCE_MM = 1e-3
 MASK_VALUE_TOLERANCE = 1e-3
 """A brain-mask voxel must be 0 or 1 to within this."""
 
-_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""[4, 4] RAS mm -> LPS mm (its own inverse): ITK / SimpleITK's physical frame has X and Y negated."""
+
 _READ_ERRORS = (
     OSError,  # includes gzip.BadGzipFile
     EOFError,  # truncated gzip stream
@@ -205,8 +205,8 @@ def _itk_to_ras(image: "sitk.Image", path: Path) -> tuple[np.ndarray, np.ndarray
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dimension, dimension)[:3, :3]
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)[:3]
     affine = np.eye(4)
-    affine[:3, :3] = _LPS_FROM_RAS @ direction * spacing
-    affine[:3, 3] = _LPS_FROM_RAS @ np.asarray(image.GetOrigin(), dtype=np.float64)[:3]
+    affine[:3, :3] = LPS_FROM_RAS[:3, :3] @ direction * spacing
+    affine[:3, 3] = LPS_FROM_RAS[:3, :3] @ np.asarray(image.GetOrigin(), dtype=np.float64)[:3]
     return np.ascontiguousarray(data, dtype=np.float32), affine
 
 

@@ -1,7 +1,7 @@
 """MSE-only vs MSE + adversarial patch loss (issue 4): same data, steps and seeds; PSNR, SSIM, FID, KID and
 fine detail on the test views (or the val views).
 
-Each arm trains the shipped ``mri-mednerf`` method in-process (``bench_quality.make_session``) for the
+Each arm trains the shipped ``mri-mednerf`` method in-process (``training_config.preset_session``) for the
 same number of steps, once per seed, and is scored at the ``--eval-at`` steps and at the end on every
 view of the test split (43 unseen azimuths per subject with the default ``--train-every 5``; fewer
 training views, e.g. ``--train-every 18`` for 4, test the sparse-view case)
@@ -45,15 +45,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_quality import add_eval_split_argument, machine_info, make_session, write_json
 from nerfstudio.engine.trainer import TrainerConfig
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import add_eval_split_argument, machine_info
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.metrics import InceptionFeatures, fid_kid_from_features, fine_detail
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig
 from mri_nerfstudio.nerf.held_out import evaluate_held_out_views
 from mri_nerfstudio.nerf.pipeline import DEFAULT_EMA_DECAY
 from mri_nerfstudio.nerf.presets import PRESETS
+from mri_nerfstudio.nerf.training_config import preset_session
 
 METRICS = ("psnr", "ssim", "fid", "kid", "detail_ratio", "detail_error")
 
@@ -182,7 +184,7 @@ def train_and_score(
             optimizer.lr = args.rmsprop_lr or optimizer.lr
 
     random.seed(seed)  # nerfstudio's CacheDataloader orders the images with Python's random
-    session = make_session(args.preset, argparse.Namespace(**{**vars(args), "seed": seed}), configure)
+    session = preset_session(args.preset, argparse.Namespace(**{**vars(args), "seed": seed}), configure)
     results: list[dict] = []
     losses: dict[str, float] = {}
     while session.step_count < args.steps:

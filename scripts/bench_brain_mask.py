@@ -48,10 +48,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-from bench_prepare import cpu_model, write_json
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import cpu_model
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.preprocess.skull_strip import (
     ball,
     derive_brain_mask,
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"BraTS 2013: {stripped}/{len(brats_rows)} decided already skull-stripped; "
                   f"Dice median {np.median(dices):.4f}, worst {min(dices):.4f}")
     results["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    write_json(results, args.json)
+    write_json(args.json, to_plain(results))
     print(f"\nwrote {args.json}")
     return 0
 

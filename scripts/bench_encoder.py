@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info, this_machines_method, write_json
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import machine_info
 from mri_nerfstudio.nerf.encoder import SliceEncoderConfig
 from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.nerf.training_config import shipped_config
 from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
-from mri_nerfstudio.prepare import PrepareConfig
 
 ARMS = {
     "codes only": SliceEncoderConfig(enabled="off"),
@@ -61,14 +62,9 @@ def phantom_root(out: Path, count: int, seed: int) -> Path:
 
 
 def make_session(root: Path, args: argparse.Namespace, encoder: SliceEncoderConfig, train_subjects: int) -> TrainingSession:
-    config = this_machines_method()
-    config.pipeline.model.preset = "cpu"
+    config = shipped_config(root, args.image_size, args.out / "cache", preset="cpu")
     config.pipeline.model.encoder = encoder
-    dataparser = config.pipeline.datamanager.dataparser
-    dataparser.data = root
-    dataparser.cache_dir = args.out / "cache"
-    dataparser.prepare = PrepareConfig(image_size=args.image_size)
-    dataparser.train_subjects = (str(train_subjects),)
+    config.pipeline.datamanager.dataparser.train_subjects = (str(train_subjects),)
     torch.manual_seed(args.seed)
     return TrainingSession(config, args.out / "runs")
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import machine_info, write_json
 from nerfstudio.data.scene_box import SceneBox
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import machine_info
 from mri_nerfstudio.grids import POINTS_PER_CHUNK, VoxelGrid
 from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
 from mri_nerfstudio.nerf.volume_export import sample_field

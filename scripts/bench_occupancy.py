@@ -2,7 +2,7 @@
 grid from the scan's brain mask (as before: a leak, a 15-view reconstruction has no mask) vs from the visual
 hull of the training views (shipped), same data, steps and seeds.
 
-Each arm trains the shipped ``mri-mednerf`` method in-process (``bench_quality.make_session``) on the same
+Each arm trains the shipped ``mri-mednerf`` method in-process (``training_config.preset_session``) on the same
 prepared subject, once per seed; the ``mask`` arm swaps the model's occupancy grid for one built from the
 brain mask before the first step (:func:`mask_occupancy`, the former ``occupancy_from_mask``: kept here only
 to measure the difference, it is no option of the method). Both are scored on every held-out view of the
@@ -24,11 +24,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_quality import add_eval_split_argument, machine_info, make_session, write_json
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import add_eval_split_argument, machine_info
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid
 from mri_nerfstudio.nerf.presets import PRESETS
 from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.nerf.training_config import preset_session
 from mri_nerfstudio.prepare import PreparedSubject
 
 ARMS = ("mask", "hull")
@@ -78,7 +80,7 @@ def use_mask_occupancy(session: TrainingSession) -> None:
 
 def train_and_score(arm: str, seed: int, args: argparse.Namespace) -> dict:
     random.seed(seed)  # nerfstudio's CacheDataloader orders the images with Python's random
-    session = make_session(args.preset, argparse.Namespace(**{**vars(args), "seed": seed}))
+    session = preset_session(args.preset, argparse.Namespace(**{**vars(args), "seed": seed}))
     if arm == "mask":
         use_mask_occupancy(session)
     occupied_fraction = session.pipeline.model.occupancy.occupied_fraction()

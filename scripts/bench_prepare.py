@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -43,7 +42,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import cpu_model
 from mri_nerfstudio.cli.errors import exit_on_input_error
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.phantom import PhantomConfig, make_phantom, write_brats_subject
 from mri_nerfstudio.prepare import (
     PrepareConfig,
@@ -52,7 +54,6 @@ from mri_nerfstudio.prepare import (
     preprocessing_pipeline,
     render_subject_views,
 )
-from mri_nerfstudio.preprocess import to_plain
 from mri_nerfstudio.preprocess.register import RegisterToReference, rotation_angle_deg
 from mri_nerfstudio.volume import Volume
 
@@ -95,14 +96,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the JSON results (None: <out>/bench_prepare.json)")
     return parser.parse_args(argv)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the machine type."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
 
 
 def machine_info() -> dict[str, Any]:
@@ -315,14 +308,6 @@ def format_conclusion(stages: dict[str, Timing], end_to_end: dict[str, Any], err
     return "\n".join(lines)
 
 
-def write_json(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` atomically (temporary name in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(to_plain(payload), indent=2) + "\n")
-    tmp.replace(path)
-
-
 def run(args: argparse.Namespace, command: str) -> None:
     """Write the subject, time it, print the table and the conclusion, write the JSON."""
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -379,7 +364,7 @@ def run(args: argparse.Namespace, command: str) -> None:
         "machine": {**machine_info(), "load_average_before": load_before, "load_average_after": load_after},
     }
     json_path = args.json or args.out / "bench_prepare.json"
-    write_json(payload, json_path)
+    write_json(json_path, to_plain(payload))
     print(f"wrote {json_path}")
 
 

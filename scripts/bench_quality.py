@@ -12,22 +12,18 @@ split by default (43 views with the defaults: the figures to report), the val sp
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
-import torch
-from nerfstudio.engine.trainer import TrainerConfig
-
-from mri_nerfstudio.nerf.method_config import mri_mednerf, mri_mednerf_gpu
+from mri_nerfstudio.atomic_write import write_atomically, write_json
+from mri_nerfstudio.benchmarking import (
+    add_eval_split_argument,
+    evenly_spaced,
+    machine_info,
+)
 from mri_nerfstudio.nerf.presets import PRESETS
-from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, default_cache_dir
+from mri_nerfstudio.nerf.training_config import preset_session
 
 REFERENCE_PSNR = 25.01
 
@@ -50,67 +46,6 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def add_eval_split_argument(parser: argparse.ArgumentParser) -> None:
-    """``--eval-split test|val``: the held-out views a benchmark scores (test unless it chooses settings)."""
-    parser.add_argument(
-        "--eval-split",
-        choices=["test", "val"],
-        default="test",
-        help="held-out views scored: test (reported figures; 43 of 72 views with the defaults) or val (14: "
-        "the views to choose settings on)",
-    )
-
-
-def make_session(
-    preset: str, args: argparse.Namespace, configure: Callable[[TrainerConfig], None] | None = None
-) -> TrainingSession:
-    """The shipped method with ``preset`` and its learning rate on ``args.data`` at ``args.image_size``,
-    scored on ``args.eval_split``; ``configure`` may change the config further before the session is set up."""
-    config = this_machines_method()
-    config.pipeline.model.preset = preset  # the field's learning rate follows it
-    dataparser = config.pipeline.datamanager.dataparser
-    dataparser.data = Path(args.data)
-    dataparser.prepare = PrepareConfig(image_size=args.image_size)
-    if args.cache_dir is not None:
-        dataparser.cache_dir = args.cache_dir
-    if configure is not None:
-        configure(config)
-    torch.manual_seed(args.seed)
-    return TrainingSession(config, args.out / "runs", eval_split=args.eval_split)
-
-
-def this_machines_method() -> TrainerConfig:
-    """A copy of the shipped method for this machine: ``mri-mednerf-gpu`` where CUDA is available, else
-    ``mri-mednerf`` (each with its preset, device and steps)."""
-    return copy.deepcopy((mri_mednerf_gpu if torch.cuda.is_available() else mri_mednerf).config)
-
-
-def shipped_config(data: Path | None, image_size: int, cache_dir: Path | None = None, **prepare) -> TrainerConfig:
-    """A copy of this machine's shipped method (:func:`this_machines_method`) on ``data`` (None: the embedded
-    MNI152 template), views of ``image_size`` px (patches no larger), ``cache_dir`` (None: the default cache);
-    ``prepare`` overrides other :class:`PrepareConfig` fields."""
-    config = this_machines_method()
-    datamanager = config.pipeline.datamanager
-    datamanager.patch_size = min(datamanager.patch_size, image_size)
-    dataparser = datamanager.dataparser
-    dataparser.data = Path(DEFAULT_SUBJECT) if data is None else Path(data)
-    dataparser.prepare = PrepareConfig(image_size=image_size, **prepare)
-    dataparser.cache_dir = cache_dir or default_cache_dir()
-    return config
-
-
-def write_json(path: Path, report: dict) -> None:
-    """``report`` as indented JSON at ``path``, written under a temporary name and then renamed."""
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(path)
-
-
-def evenly_spaced(total: int, count: int) -> list[int]:
-    """``count`` indices spread evenly over ``0 .. total - 1``."""
-    return torch.linspace(0, total - 1, min(count, total)).round().long().tolist()
-
-
 def score_steps(max_steps: int) -> list[int]:
     """Steps after which to score: 0, 10, 20, 50, 100, 200, 500, ... up to ``max_steps``."""
     steps, decade = [0], 10
@@ -121,7 +56,7 @@ def score_steps(max_steps: int) -> list[int]:
 
 
 def benchmark_preset(preset: str, args: argparse.Namespace) -> dict:
-    session = make_session(preset, args)
+    session = preset_session(preset, args)
     held_out = len(session.pipeline.datamanager.eval_dataset)
     views = evenly_spaced(held_out, args.eval_views)
     curve = []
@@ -154,18 +89,6 @@ def benchmark_preset(preset: str, args: argparse.Namespace) -> dict:
     }
 
 
-def machine_info() -> dict:
-    """What the figures depend on: platform, cores, torch, device and the load average at the time of the call."""
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "load_average": os.getloadavg(),
-    }
-
-
 def plot(results: list[dict], path: Path, split: str) -> None:
     """PSNR on the ``split`` views against steps and seconds, one curve per preset, as a PNG at ``path``."""
     import matplotlib
@@ -187,9 +110,7 @@ def plot(results: list[dict], path: Path, split: str) -> None:
         axis.legend()
     figure.suptitle(f"mri-mednerf presets on the same data ({split} views)")
     figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=120)
-    temporary.replace(path)
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
 
 
 def table(results: list[dict]) -> str:

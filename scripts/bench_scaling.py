@@ -26,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import evenly_spaced, machine_info, shipped_config, write_json
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import evenly_spaced, machine_info
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.nerf.distributed import run_on_processes, train_and_record
 from mri_nerfstudio.nerf.session import TrainingSession
 from mri_nerfstudio.nerf.trainer import preset_optimizers
+from mri_nerfstudio.nerf.training_config import shipped_config
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,8 +60,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def arm_config(args: argparse.Namespace, processes: int, seed: int, output_dir: Path):
     """The shipped config on the subject, with ``--steps / processes`` steps on ``--device``."""
-    config = shipped_config(args.data, args.image_size, args.cache_dir)
-    config.machine.device_type = args.device
+    config = shipped_config(args.data, args.image_size, args.cache_dir, device=args.device)
     config.machine.seed = seed
     config.mixed_precision = args.device == "cuda"
     config.max_num_iterations = args.steps // processes
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{s['held_out_psnr'][0]:14.2f} +- {s['held_out_psnr'][1]:4.2f}")
     report = {
         "question": "rays/s of N processes against 1, and held-out PSNR after the same number of rays",
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "settings": to_plain(vars(args)),
         "machine": machine_info(),
         "summary": summary,
         "runs": rows,

@@ -26,15 +26,19 @@ import time
 from pathlib import Path
 
 import torch
-from bench_quality import machine_info, this_machines_method, write_json
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import machine_info
 from mri_nerfstudio.encoder_input import cached_encoder_input
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.metrics import mean_and_std
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from_view
+from mri_nerfstudio.nerf.single_view import reconstruct_from_view
+from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
+from mri_nerfstudio.nerf.training_config import shipped_config
 from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
-from mri_nerfstudio.prepare import PrepareConfig, prepare_subject
+from mri_nerfstudio.prepare import prepare_subject
 
 VARIANTS = ("mean code", "code fit", "code + field", "encoder start", "encoder + code fit")
 KEYS = ("psnr", "ssim", "volume_psnr", "volume_ssim", "input_view_psnr")
@@ -69,15 +73,11 @@ def write_phantoms(root: Path, args: argparse.Namespace) -> tuple[Path, list[Pat
 
 
 def train(data: Path, args: argparse.Namespace) -> TrainingSession:
-    config = this_machines_method()
-    config.pipeline.model.preset = "cpu"  # the field's learning rate follows it
+    config = shipped_config(data, args.image_size, args.out / "cache", preset="cpu")
     config.pipeline.model.grid_resolutions = tuple(args.grid_resolutions)
     datamanager = config.pipeline.datamanager
     datamanager.patch_size = min(datamanager.patch_size, args.image_size // 2)
     datamanager.train_num_rays_per_batch = args.rays_per_step
-    datamanager.dataparser.data = data
-    datamanager.dataparser.cache_dir = args.out / "cache"
-    datamanager.dataparser.prepare = PrepareConfig(image_size=args.image_size)
     torch.manual_seed(args.seed)
     session = TrainingSession(config, args.out / "runs")
     for step in range(args.train_steps):
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(),
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "settings": to_plain(vars(args)),
         "training": {"steps": session.step_count, "seconds": session.train_seconds, "held_out": held_out_scores,
                      "subjects": [s.name for s in session.pipeline.datamanager.dataparser.subjects]},
         "summary": summary,

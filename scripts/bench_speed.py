@@ -22,7 +22,6 @@ of the embedded MNI152 template); ``--gpu`` is the 128 px run with longer budget
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import platform
@@ -34,13 +33,12 @@ from pathlib import Path
 
 import torch
 
-from bench_quality import evenly_spaced, write_json
-from mri_nerfstudio.nerf.method_config import mri_mednerf
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import evenly_spaced
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.nerf.session import TrainingSession
-from mri_nerfstudio.prepare import PrepareConfig
+from mri_nerfstudio.nerf.training_config import CONFIGURATIONS, named_config
 
-# name -> (model preset, empty-space skipping)
-CONFIGURATIONS = {"mednerf": ("mednerf", False), "fast": ("cpu", True), "grid": ("cpu", False)}
 REFERENCE = "mednerf"
 
 
@@ -67,22 +65,6 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         args.seconds, args.fast_seconds = 600.0, 300.0
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return args
-
-
-def method_config(name: str, data: str | Path, image_size: int, device: str, cache_dir: Path | None = None):
-    """The shipped ``mri-mednerf`` config for one of :data:`CONFIGURATIONS` on ``device`` (mixed precision on CUDA)."""
-    preset, skip = CONFIGURATIONS[name]
-    config = copy.deepcopy(mri_mednerf.config)
-    config.machine.device_type = device
-    config.mixed_precision = device == "cuda"
-    config.pipeline.model.preset = preset  # the field's learning rate follows it
-    config.pipeline.model.skip_empty_space = skip
-    dataparser = config.pipeline.datamanager.dataparser
-    dataparser.data = Path(data)
-    dataparser.prepare = PrepareConfig(image_size=image_size)
-    if cache_dir is not None:
-        dataparser.cache_dir = cache_dir
-    return config
 
 
 def geometric_steps(max_steps: int, growth: float) -> list[int]:
@@ -263,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = {}
     for name, budget in ((REFERENCE, args.seconds), *((name, args.fast_seconds) for name in args.compare)):
         torch.manual_seed(args.seed)
-        config = method_config(name, args.data, args.image_size, args.device, args.cache_dir)
+        config = named_config(name, args.data, args.image_size, args.device, args.cache_dir)
         session = TrainingSession(config, args.out / "runs")
         runs[name] = Run(name, session, budget, schedule=geometric_steps(args.max_steps, args.score_growth))
     reference, compared = runs[REFERENCE], [runs[name] for name in args.compare]
@@ -301,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
             "load_average_after": os.getloadavg(),
             "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,
         },
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": to_plain(vars(args)),
         "scored_views": views,
         "results": results,
         "comparison": rows,

@@ -50,17 +50,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from bench_quality import machine_info, shipped_config, write_json
 
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import machine_info
 from mri_nerfstudio.encoder_input import cached_encoder_input
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.metrics import fid_kid_from_features, image_features, mean_and_std, view_scores
 from mri_nerfstudio.nerf.adversarial import AdversarialConfig
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.field_sampling import subject_volume_scores
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.nerf.single_view import (
-    SingleViewSettings,
     initial_grid,
     input_view_occupancy,
     reconstruct_from_view,
@@ -68,6 +69,8 @@ from mri_nerfstudio.nerf.single_view import (
     single_subject_model,
     trained_codes,
 )
+from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
+from mri_nerfstudio.nerf.training_config import shipped_config
 from mri_nerfstudio.view_split import orbit_view_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi-t1"
@@ -461,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["scripts/bench_subjects.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": to_plain(vars(args)),
         "training_subjects": training,
         "held_out_subjects": held_out,
         "arms": [arm.name for arm in arms],

@@ -30,13 +30,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_quality import machine_info, shipped_config, write_json
 from scipy import ndimage
 
-from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.atomic_write import write_atomically, write_json
+from mri_nerfstudio.benchmarking import machine_info
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.ensemble import EnsembleSettings, train_ensemble
 from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
+from mri_nerfstudio.nerf.training_config import shipped_config
 from mri_nerfstudio.prepare import PrepareConfig, prepare_subjects
 from mri_nerfstudio.uncertainty import (
     BLEND_WEIGHT,
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{seconds['ensemble']:.0f}, blend {seconds['blend']:.2f}")
     report = {
         "question": "which uncertainty map ranks the 15-view reconstruction's per-voxel absolute error (goal >= 0.4)",
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "settings": to_plain(vars(args)),
         "machine": machine_info(),
         "validation_subject": rows[0]["subject"],
         "shipped_blend_weight": BLEND_WEIGHT,

@@ -36,14 +36,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import evenly_spaced, machine_info, this_machines_method, write_json
 
 from mri_nerfstudio import classical_reconstruction as classical
-from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.atomic_write import write_atomically, write_json
+from mri_nerfstudio.benchmarking import evenly_spaced, machine_info
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
-from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
+from mri_nerfstudio.nerf.training_config import shipped_config
+from mri_nerfstudio.prepare import PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
 from mri_nerfstudio.view_split import orbit_view_split
 from mri_nerfstudio.views import ViewCameras, render_views
 
@@ -160,18 +162,13 @@ def run_field(
     """Train the shipped method on ``count`` views with ``colour``; its scores and its estimate on the grid."""
     n_views, step_deg, every = field_orbit(count)
     prepare = dataclasses.replace(subject.prepare, n_views=n_views, step_deg=step_deg)
-    config = this_machines_method()
-    config.pipeline.model.preset = "cpu"  # the field's learning rate follows it
+    config = shipped_config(subject.data, args.image_size, args.cache_dir, preset="cpu")
     config.pipeline.model.colour = colour
     config.pipeline.model.num_samples = args.num_samples
     config.max_num_iterations = args.steps
-    datamanager = config.pipeline.datamanager
-    datamanager.patch_size = min(datamanager.patch_size, args.image_size)  # 32 x 32; the views of --quick are 16 px
     dataparser = config.pipeline.datamanager.dataparser
-    dataparser.data = Path(DEFAULT_SUBJECT) if subject.data is None else subject.data
     dataparser.prepare = prepare
     dataparser.train_every = every
-    dataparser.cache_dir = args.cache_dir or default_cache_dir()
     seed_everything(seed)
     start = time.perf_counter()
     session = TrainingSession(config, args.runs_dir, eval_split="test")
@@ -392,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             "wall_seconds": time.perf_counter() - start,
             "machine": machine,
             "load_average_at_end": os.getloadavg(),
-            "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+            "settings": to_plain(vars(args)),
             "field_seeds": f"{args.seeds} at {SEEDED_VIEWS} views, 1 (seed 0) at the other counts",
             "subjects": [run.report() for run in runs],
         }

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from bench_quality import evenly_spaced, write_json
-from bench_speed import CONFIGURATIONS, method_config
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.benchmarking import evenly_spaced
 from mri_nerfstudio.nerf.session import TrainingSession
+from mri_nerfstudio.nerf.training_config import CONFIGURATIONS, named_config
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -43,8 +44,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def train_and_score(args: argparse.Namespace, device: str, seed: int) -> dict:
     """Per-step losses (``rgb_loss``), held-out PSNR / SSIM after ``args.steps`` steps, seconds."""
     torch.manual_seed(seed)
-    config = method_config(args.config, args.data, args.image_size, device, args.cache_dir)
-    config.pipeline.datamanager.patch_size = min(32, args.image_size)
+    config = named_config(args.config, args.data, args.image_size, device, args.cache_dir)
     session = TrainingSession(config, args.out / "runs")
     losses = [session.step()["rgb_loss"] for _ in range(args.steps)]
     views = evenly_spaced(len(session.pipeline.datamanager.eval_dataset), args.eval_views)

@@ -49,6 +49,8 @@ import numpy as np
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
+from mri_nerfstudio.atomic_write import write_atomically
+
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 STEP_ROW = re.compile(r"^\s*(\d+) \(\s*\d+(?:\.\d+)?%\)")
 """A row of ns-train's progress table: ``120 (40.00%)   1 s, 581.470 ms   ...``."""
@@ -330,9 +332,7 @@ def measure_brain_visibility(screenshot: np.ndarray, view_box: tuple[int, int, i
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write [H, W, 3] uint8 as PNG atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(temporary, format="PNG")
-    temporary.replace(path)
+    write_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def page_text(page: DevToolsPage) -> str:

@@ -33,29 +33,23 @@ def phantom_subject_dir(phantom_root: Path) -> Path:
 def tiny_method_config():
     """Factory of the shipped ``mri-mednerf`` config shrunk for CPU tests.
 
-    ``make(data, cache_dir, **prepare)``: the CPU preset with 16 / 32-vertex grids, 24 samples per ray,
-    256 rays in 8 x 8 patches per step, views of 24 px (``prepare`` overrides :class:`PrepareConfig`).
+    ``make(data, cache_dir, **prepare)``: the CPU preset (with its learning rate) on the CPU, 16 / 32-vertex
+    grids, 24 samples per ray, 256 rays in 8 x 8 patches per step, views of 24 px (``prepare`` overrides
+    :class:`~mri_nerfstudio.prepare.PrepareConfig`).
     """
-    import copy
-
     import torch
 
-    from mri_nerfstudio.nerf.method_config import mri_mednerf
-    from mri_nerfstudio.prepare import PrepareConfig
+    from mri_nerfstudio.nerf.training_config import shipped_config
 
     def make(data: Path, cache_dir: Path, **prepare):
         torch.manual_seed(0)
-        config = copy.deepcopy(mri_mednerf.config)
-        config.machine.device_type = "cpu"
-        config.pipeline.model.preset = "cpu"
+        image_size = prepare.pop("image_size", 24)
+        config = shipped_config(data, image_size, cache_dir, preset="cpu", device="cpu", **prepare)
         config.pipeline.model.grid_resolutions = (16, 32)
         config.pipeline.model.num_samples = 24
         datamanager = config.pipeline.datamanager
         datamanager.train_num_rays_per_batch = 256
         datamanager.patch_size = 8
-        datamanager.dataparser.data = data
-        datamanager.dataparser.cache_dir = cache_dir
-        datamanager.dataparser.prepare = PrepareConfig(**{"image_size": 24, **prepare})
         return config
 
     return make

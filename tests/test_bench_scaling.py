@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
+import bench_scaling
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_scaling  # noqa: E402
 
 
 def test_the_processes_must_divide_the_steps():

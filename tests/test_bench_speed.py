@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import bench_speed
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_speed  # noqa: E402
 
 
 def _curve(points: list[tuple[int, float, float]]) -> list[dict]:

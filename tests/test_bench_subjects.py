@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import bench_subjects
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,9 +13,6 @@ from PIL import Image
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.phantom import make_phantom
 from mri_nerfstudio.volume import save_nifti
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_subjects  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
+import bench_uncertainty
 import numpy as np
 import pytest
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_uncertainty  # noqa: E402
 
 
 def test_the_calibrated_weight_makes_each_decile_a_gaussian_spread():

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
+import bench_volume
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_volume  # noqa: E402
-
-from mri_nerfstudio.prepare import PrepareConfig  # noqa: E402
-from mri_nerfstudio.view_split import orbit_view_split  # noqa: E402
-from mri_nerfstudio.views import make_orbit_cameras  # noqa: E402
+from mri_nerfstudio.prepare import PrepareConfig
+from mri_nerfstudio.view_split import orbit_view_split
+from mri_nerfstudio.views import make_orbit_cameras
 
 
 def test_view_counts_are_every_nth_view_of_the_orbit():

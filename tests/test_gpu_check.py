@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
+import gpu_check
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import gpu_check  # noqa: E402
 
 
 def _run(psnr: float, losses: list[float]) -> dict:

@@ -17,7 +17,6 @@ from scipy import ndimage
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.preprocess.register import (
-    LPS_FROM_RAS,
     CorrectSliceMotion,
     RegisterToReference,
     compose_slice_motion,
@@ -26,7 +25,7 @@ from mri_nerfstudio.preprocess.register import (
     to_sitk,
     transform_matrix_ras,
 )
-from mri_nerfstudio.volume import Volume
+from mri_nerfstudio.volume import LPS_FROM_RAS, Volume
 
 
 def t2_like(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
 from mri_nerfstudio.nerf.single_view import (
-    SingleViewSettings,
     code_prior,
     fit_single_view,
     initial_codes,
@@ -20,6 +19,7 @@ from mri_nerfstudio.nerf.single_view import (
     trained_codes,
     trained_grids,
 )
+from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
 
 
 def _scans_of(model, subject: int) -> EncoderInput:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import viewer_screenshot
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.viewer.utils import parse_object
@@ -28,17 +28,6 @@ from mri_nerfstudio.views import orbit_poses
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "viewer_screenshot.py"
 TINY = dict(preset="cpu", grid_resolutions=(4, 8), grid_channels=2, grid_width=8, num_samples=8)
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("viewer_screenshot", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-viewer_screenshot = _load_script()
 
 
 def _model():

@@ -28,20 +28,20 @@ the result). Writes into ``--out`` (each file atomically):
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Annotated, Optional, Tuple
 
 import numpy as np
 import tyro
 from PIL import Image, UnidentifiedImageError
 
-from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.atomic_write import write_atomically, write_json
 from mri_nerfstudio.cli.errors import exit_on_input_error
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
 from mri_nerfstudio.prepare import PrepareConfig
 
 
@@ -62,23 +62,11 @@ class ReconstructCommand:
     run's view settings and the rest is ground truth for the scores. Exclusive with --view."""
     out: Path = Path("reconstruction")
     """Output folder (created when missing)."""
-    steps: int = 300
-    """Optimisation steps."""
-    rays_per_step: int = 1024
-    """Random pixels of the view per step."""
-    code_learning_rate: float = 5e-3
-    """Adam learning rate of the subject code."""
-    prior_weight: float = 1e-3
-    """Weight of the Gaussian prior on the code (fitted to the training codes)."""
-    finetune_field: bool = False
-    """Also fine-tune the field's weights (as MedNeRF fine-tunes its generator) and, for a run with subject
-    grids (several training subjects), fit the new subject's own feature grid from zero."""
-    field_learning_rate: float = 1e-3
-    """Adam learning rate of the field with --finetune-field."""
     baseline: bool = True
     """With --volume, also score the unfitted starting code (the encoder's prediction, or the mean training code)."""
     cache_dir: Optional[Path] = None
     """Where --volume is prepared (default: the run's own cache)."""
+    settings: Annotated[SingleViewSettings, tyro.conf.arg(name="")] = field(default_factory=SingleViewSettings)
 
 
 def orbit_view_index(azimuth_deg: float, prepare: PrepareConfig) -> int:
@@ -124,7 +112,7 @@ def check_arguments(command: ReconstructCommand) -> None:
         raise MRIInputError(f"--view is one PNG: give one --azimuth-deg, got {len(command.azimuth_deg)}")
     if len(set(command.azimuth_deg)) != len(command.azimuth_deg):
         raise MRIInputError(f"--azimuth-deg repeats an angle: {command.azimuth_deg}")
-    if command.steps < 0 or command.rays_per_step < 1 or command.prior_weight < 0:
+    if command.settings.steps < 0 or command.settings.rays_per_step < 1 or command.settings.prior_weight < 0:
         raise MRIInputError("--steps and --prior-weight must be >= 0 and --rays-per-step >= 1")
 
 
@@ -143,7 +131,7 @@ def run(command: ReconstructCommand) -> dict:
     from mri_nerfstudio.grids import world_cube_grid
     from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
     from mri_nerfstudio.nerf.field_sampling import prepared_subjects
-    from mri_nerfstudio.nerf.single_view import SingleViewSettings, reconstruct_from_view
+    from mri_nerfstudio.nerf.single_view import reconstruct_from_view
     from mri_nerfstudio.nerf.trained_run import load_mednerf_run
     from mri_nerfstudio.nerf.volume_export import (
         UNCERTAINTY_FILE,
@@ -154,7 +142,6 @@ def run(command: ReconstructCommand) -> dict:
     )
     from mri_nerfstudio.prepare import prepare_subject
     from mri_nerfstudio.uncertainty import predictive_spread
-    from mri_nerfstudio.views import make_orbit_cameras
     from mri_nerfstudio.volume import save_nifti
 
     check_arguments(command)
@@ -176,20 +163,8 @@ def run(command: ReconstructCommand) -> dict:
     if seen:
         print(f"[mri-reconstruct] note: {truth.name} was one of the training subjects", flush=True)
 
-    orbit = nerfstudio_cameras(
-        make_orbit_cameras(
-            prepare.n_views, prepare.step_deg, prepare.elevation_deg, prepare.camera_radius,
-            prepare.image_size, prepare.projection,
-        )
-    )
-    settings = SingleViewSettings(
-        steps=command.steps,
-        rays_per_step=command.rays_per_step,
-        code_learning_rate=command.code_learning_rate,
-        prior_weight=command.prior_weight,
-        finetune_field=command.finetune_field,
-        field_learning_rate=command.field_learning_rate,
-    )
+    orbit = nerfstudio_cameras(prepare.orbit_cameras())
+    settings = command.settings
     angles = ", ".join(f"{angle:g}" for angle in command.azimuth_deg)
     print(f"[mri-reconstruct] fitting to view(s) {view_indices} ({angles} deg), {settings.steps} steps", flush=True)
     result = reconstruct_from_view(
@@ -225,7 +200,7 @@ def run(command: ReconstructCommand) -> dict:
         "scores": result.scores,
         "baseline_scores": result.baseline_scores,
     }
-    write_atomically(out / "scores.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    write_json(out / "scores.json", report)
     print(f"[mri-reconstruct] wrote {out}: {len(result.renders)} views, {volume_note}, scores.json", flush=True)
     if result.scores:
         line = "[mri-reconstruct] other {views} views: PSNR {psnr:.2f} dB, SSIM {ssim:.3f}"

@@ -21,7 +21,6 @@ Works on any run of the ``mri-data`` dataparser, whichever pipeline class its co
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ import numpy as np
 import torch
 import tyro
 
-from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.atomic_write import write_atomically, write_json
 from mri_nerfstudio.cli.errors import exit_on_input_error
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.metrics import (
     FID_WEIGHTS_PACKAGE,
     MEDNERF_REFERENCE,
@@ -191,16 +191,6 @@ def write_subject_figure(path: Path, title: str, renders: list[HeldOutRender], v
     plt.close(figure)
 
 
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
 def _format(scores: dict[str, Any], key: str, digits: int) -> str:
     value = scores.get(key)
     if value is None or not math.isfinite(value):
@@ -316,9 +306,9 @@ def build_report(command: ReportCommand) -> dict[str, Any]:
 
 
 def run(command: ReportCommand) -> dict[str, Any]:
-    report = _finite_or_none(build_report(command))
+    report = to_plain(build_report(command))
     json_path, markdown_path = command.out / "report.json", command.out / "report.md"
-    write_atomically(json_path, lambda tmp: tmp.write_text(json.dumps(report, indent=2, allow_nan=False)))
+    write_json(json_path, report, allow_nan=False)
     write_atomically(markdown_path, lambda tmp: tmp.write_text(markdown_report(report), encoding="utf-8"))
     print(markdown_report(report).split("\n## Per subject")[0])
     print(f"[mri-report] wrote {json_path}, {markdown_path} and {len(report['figures'])} figure(s)")

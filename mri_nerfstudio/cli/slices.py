@@ -25,7 +25,6 @@ Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), e
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Optional, Tuple
 import numpy as np
 import tyro
 
-from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.atomic_write import write_atomically, write_json
 from mri_nerfstudio.cli.errors import exit_on_input_error
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.slices import (
@@ -215,7 +214,7 @@ def slice_subject(model, prepared, subject: int, command: SlicesCommand, out: Pa
         "intensity_units": "preprocessed reference modality (normalised, equalised), in [0, 1]",
         "planes": records,
     }
-    write_atomically(out / "slices.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    write_json(out / "slices.json", summary)
     return summary
 
 

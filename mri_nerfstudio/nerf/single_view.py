@@ -30,28 +30,8 @@ from torch import Tensor, nn
 from mri_nerfstudio.encoder_input import EncoderInput
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.nerf.occupancy import OccupancyGrid, hull_of_views
+from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
 from mri_nerfstudio.nerf.subject_grids import SubjectFeatureGrids, vertex_tables
-
-
-@dataclass(frozen=True)
-class SingleViewSettings:
-    """How the new subject's code (and optionally the field) is fitted to its one view."""
-
-    steps: int = 300
-    """Optimisation steps."""
-    rays_per_step: int = 1024
-    """Random pixels of the view per step (all of them when the view has fewer)."""
-    code_learning_rate: float = 5e-3
-    """Adam learning rate of the code."""
-    prior_weight: float = 1e-3
-    """Weight of the Gaussian code prior fitted to the training codes (0: none)."""
-    finetune_field: bool = False
-    """Also fine-tune the field's weights on the view (MedNeRF fine-tunes its generator)."""
-    field_learning_rate: float = 1e-3
-    """Adam learning rate of the field when fine-tuned."""
-    subject_grid_learning_rate: float = 2e-2
-    """Adam learning rate of the new subject's own feature grid, fitted with the field (models with subject grids)."""
-    seed: int = 0
 
 
 @dataclass

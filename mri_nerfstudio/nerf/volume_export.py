@@ -14,7 +14,6 @@ from the input's BraTS label map (the field learns intensities, not labels).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -22,7 +21,7 @@ from typing import Literal, Sequence
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mri_nerfstudio.atomic_write import write_atomically
+from mri_nerfstudio.atomic_write import write_json
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.grids import (
     POINTS_PER_CHUNK,
@@ -169,5 +168,5 @@ def export_subject(
         for name, mesh in meshes.items():
             if mesh is not None:
                 summary["meshes"][name] = [write_mesh(mesh, out / f"{name}.{kind}").name for kind in MESH_FORMATS]
-    write_atomically(out / "export.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    write_json(out / "export.json", summary)
     return summary

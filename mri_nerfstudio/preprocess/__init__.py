@@ -13,38 +13,13 @@ them and writes the records as ``provenance.json``.
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.volume import Volume
-
-
-def to_plain(value: Any) -> Any:
-    """``value`` as plain JSON types: numpy scalars/arrays and tuples become Python numbers/lists.
-
-    Non-finite floats become ``None`` so the result is strict JSON.
-    """
-    if isinstance(value, dict):
-        return {str(key): to_plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return to_plain(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"cannot store {type(value).__name__} in a provenance record")
 
 
 def volume_stats(volume: Volume) -> dict[str, Any]:

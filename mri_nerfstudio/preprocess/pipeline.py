@@ -7,13 +7,13 @@ and ``write_provenance`` stores the records the pipeline returns.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mri_nerfstudio.preprocess import PreprocessStep, to_plain
+from mri_nerfstudio.atomic_write import write_json
+from mri_nerfstudio.json_values import to_plain
+from mri_nerfstudio.preprocess import PreprocessStep
 from mri_nerfstudio.preprocess.equalize import EqualizeHistogram, NormalizePercentiles
 from mri_nerfstudio.preprocess.register import CorrectSliceMotion, RegisterToReference
 from mri_nerfstudio.preprocess.rescale import ResampleAnisotropic, ResampleThroughPlane, UpsampleInPlane
@@ -103,12 +103,5 @@ def default_pipeline(
 def write_provenance(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write the records as a JSON list, atomically (temporary name in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_plain(list(records)), indent=2, allow_nan=False)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json(path, to_plain(list(records)), allow_nan=False)
     return path

@@ -18,12 +18,9 @@ from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.preprocess import PreprocessStep, require_reference
 from mri_nerfstudio.preprocess.rescale import describe_axis, thick_axis
-from mri_nerfstudio.volume import Volume
+from mri_nerfstudio.volume import LPS_FROM_RAS, Volume
 
 sitk = lazy_module("SimpleITK", "to register modalities")
-
-LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-"""[4, 4] RAS mm -> LPS mm (its own inverse)."""
 
 TRANSFORM_DIRECTION = "fixed (reference) RAS mm -> moving RAS mm"
 """What every recorded matrix maps (SimpleITK convention: resampled(p) = moving(T(p)))."""

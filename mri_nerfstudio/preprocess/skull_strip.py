@@ -27,8 +27,8 @@ from skimage.filters import threshold_otsu
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.preprocess import PreprocessStep, require_reference
-from mri_nerfstudio.preprocess.register import LPS_FROM_RAS, from_sitk, to_sitk
-from mri_nerfstudio.volume import Volume
+from mri_nerfstudio.preprocess.register import from_sitk, to_sitk
+from mri_nerfstudio.volume import LPS_FROM_RAS, Volume
 
 sitk = lazy_module("SimpleITK", "to extract the brain from a whole-head scan")
 
