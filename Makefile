@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mri-demo
 
-# chromium (viewer screenshot test) and ffmpeg (ns-render camera paths) come from apt; without root or
-# sudo the tests that need them skip with a reason.
+# chromium (the viewer screenshot test) and ffmpeg (ns-render camera paths; no test needs it) come from
+# apt: `make system-deps` installs both, `make test` only chromium. Without root or sudo the viewer
+# screenshot tests skip with a reason.
 system-deps:
-	-scripts/install_system_deps.sh
+	-scripts/install_system_deps.sh chromium ffmpeg
 
-test: $(STAMP) system-deps
+test: $(STAMP)
+	-scripts/install_system_deps.sh chromium
 	$(PY) -m pytest -q tests
 
 clean-venv:

@@ -26,7 +26,7 @@ from mri_nerfstudio.nerf.model import MRIMedNeRFModelConfig
 from mri_nerfstudio.nerf.viewer_camera import OrbitViewerCamera, framing_distance, orbit_position
 from mri_nerfstudio.views import orbit_poses
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "viewer_screenshot.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "viewer_screenshot.py"
 TINY = dict(preset="cpu", grid_resolutions=(4, 8), grid_channels=2, grid_width=8, num_samples=8)
 
 
