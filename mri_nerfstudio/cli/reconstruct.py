@@ -11,7 +11,7 @@ Examples::
 The subject's latent code is optimised (``--finetune-field``: the field and its own subject grid too) against the one view with
 MSE plus a Gaussian prior fitted to the training subjects' codes, starting, with ``--volume`` and a run
 that has the slice encoder (several training subjects), from the encoder's prediction from the scan,
-otherwise from the mean training code (see :mod:`mri_nerfstudio.nerf.single_view`). The field is evaluated only
+otherwise from the mean training code and subject grid (see :mod:`mri_nerfstudio.nerf.single_view`). The field is evaluated only
 inside the visual hull of the input view(s) (within the space the run was trained in); nothing else of the
 subject is used to reconstruct it (with ``--volume``, the scan's other views, volume and brain mask only score
 the result). Writes into ``--out`` (each file atomically):
@@ -63,7 +63,7 @@ class ReconstructCommand:
     out: Path = Path("reconstruction")
     """Output folder (created when missing)."""
     baseline: bool = True
-    """With --volume, also score the unfitted starting code (the encoder's prediction, or the mean training code)."""
+    """With --volume, also score the unfitted start (the encoder's prediction, or the mean training code and grid)."""
     cache_dir: Optional[Path] = None
     """Where --volume is prepared (default: the run's own cache)."""
     settings: Annotated[SingleViewSettings, tyro.conf.arg(name="")] = field(default_factory=SingleViewSettings)

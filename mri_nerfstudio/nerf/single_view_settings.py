@@ -23,7 +23,8 @@ class SingleViewSettings:
     """Weight of the Gaussian prior on the code, fitted to the training subjects' codes (0: none)."""
     finetune_field: bool = False
     """Also fine-tune the field's weights (as MedNeRF fine-tunes its generator) and, for a model with subject
-    grids (several training subjects), fit the new subject's own feature grid from zero."""
+    grids (several training subjects), the new subject's own feature grid from its start (the encoder's grid
+    from its scans, else the mean of the subjects' grids)."""
     field_learning_rate: float = 1e-3
     """Adam learning rate of the field when fine-tuned."""
     subject_grid_learning_rate: float = 2e-2
