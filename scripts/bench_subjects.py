@@ -11,22 +11,23 @@ Protocol:
   read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
   with the defaults); the others train, 15 views each.
 - Training: this machine's shipped method (``mri-mednerf-gpu`` with CUDA, else ``mri-mednerf``) at
-  ``--image-size`` px, ``--steps`` for the full part and ``--arm-steps`` for the arms (400 against 1,000 by
-  default: ten arm runs dominate the time).
+  ``--image-size`` px, ``--steps`` for the full part and ``--arm-steps`` for the arms (600 and 250 by default,
+  so that the whole bench fits in an hour on two CPU cores).
 - Choices (``--split val``): scored on the val views (14 per subject). Reports (default ``--split test``): the
-  test views (43 per subject), or every ``--arm-view-stride``-th of them for the arms other than the first.
+  test views (43 per subject), or every ``--arm-view-stride``-th of them (16th by default) for the arms.
 - Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans
   alone (encoder start: its codes and subject grid from its scans) and from the mean training code (no scans:
-  with the mean subject grid), then fitted (code + field, as ``mri-reconstruct --finetune-field``, starting from the
-  encoder's prediction) to 1 view (azimuth 0) and to their 15 training-orbit views, scored on the other views.
+  with the mean subject grid), both on the test views, then fitted (code + field, as ``mri-reconstruct
+  --finetune-field``, starting from the encoder's prediction, ``--fit-steps``) to 1 view (azimuth 0) and to their
+  15 training-orbit views, scored on the other 71 / 57 views.
   PSNR / SSIM per subject and overall with std; FID / KID over all images of a group (the count is given);
   volume PSNR / SSIM on the brain mask.
 
 Arms (stopping rule: one pass, then stop; each arm against the first, paired by seed):
 
 - ``shipped``: encoder with SE and grid head, subject grids, adversarial off (seeds ``--seeds``);
-- ``codes only`` (no encoder), ``encoder, no SE``, ``encoder, no grid head`` (the encoder predicts codes only),
-  ``no subject grids`` (only with ``--arms``): the first seed only;
+- ``codes only`` (no encoder), ``encoder, no SE``: the first seed only; ``encoder, no grid head`` (the encoder
+  predicts codes only) and ``no subject grids``: the same, only with ``--arms`` (measured in round 2);
 - ``adversarial burst``: the shipped run with ``lambda_adv`` 0.03 over its last 15 % of steps, branched
   from it at that step (every seed: the two runs share everything before the burst);
 - ``adversarial whole run``: ``lambda_adv`` 0.03 from the first step (the first seed).
@@ -34,7 +35,7 @@ Arms (stopping rule: one pass, then stop; each arm against the first, paired by 
 Writes ``subjects.json`` (after every arm, atomically) and ``subjects_<subject>.png`` for each held-out subject
 (truth, render and error of unseen views; mid-slices) to ``--out``.
 
-    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # 117 min on 2 shared cores
+    .venv/bin/python scripts/bench_subjects.py --out bench_out/subjects       # about an hour on 2 cores
     .venv/bin/python scripts/bench_subjects.py --parts full --out bench_out/subjects   # the full part alone
     .venv/bin/python scripts/bench_subjects.py --quick --out /tmp/subjects    # smoke run, not a result
 """
@@ -65,7 +66,6 @@ from mri_nerfstudio.nerf.single_view import (
     initial_grid,
     input_view_occupancy,
     reconstruct_from_view,
-    render_orbit,
     single_subject_model,
     trained_codes,
 )
@@ -76,6 +76,8 @@ from mri_nerfstudio.view_split import orbit_view_split
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi-t1"
 BURST_FRACTION = 0.15
 ADVERSARIAL_WEIGHT = 0.03
+TRAINING, ENCODER, MEAN_CODE = "training subjects", "held-out subjects (model)", "held-out subjects (mean code)"
+GROUPS = (TRAINING, ENCODER, MEAN_CODE)
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ ARMS = (
     Arm("shipped", all_seeds=True),
     Arm("codes only", _encoder("off")),
     Arm("encoder, no SE", _encoder("on", squeeze_excitation=False)),
-    Arm("encoder, no grid head", _encoder("on", grid_features=False)),
+    Arm("encoder, no grid head", _encoder("on", grid_features=False), default=False),
     Arm("no subject grids", _no_subject_grids, default=False),
     Arm("adversarial burst", _adversarial(1 - BURST_FRACTION), all_seeds=True, branch_at=1 - BURST_FRACTION),
     Arm("adversarial whole run", _adversarial(0.0)),
@@ -133,17 +135,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=30, help="subjects used, the first by name")
     parser.add_argument("--held-out", type=int, default=6, help="of which held out: the last by name")
     parser.add_argument("--image-size", type=int, default=64, help="view size, px")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of the full part's model")
-    parser.add_argument("--arm-steps", type=int, default=400,
+    parser.add_argument("--steps", type=int, default=600, help="training steps of the full part's model")
+    parser.add_argument("--arm-steps", type=int, default=250,
                         help="training steps of every arm (when equal to --steps, the full part is the first arm's "
                         "first seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the multi-seed arms")
     parser.add_argument("--arms", nargs="+", default=[arm.name for arm in ARMS if arm.default],
                         choices=[arm.name for arm in ARMS],
                         help="arms to run (the first is the reference of the others)")
-    parser.add_argument("--arm-view-stride", type=int, default=8,
+    parser.add_argument("--arm-view-stride", type=int, default=16,
                         help="arms other than the first seed of the first arm score every N-th held-out view")
-    parser.add_argument("--fit-steps", type=int, default=200, help="steps of each held-out subject's fit")
+    parser.add_argument("--fit-steps", type=int, default=150, help="steps of each held-out subject's fit")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="views scored (val: to choose)")
     parser.add_argument("--parts", nargs="+", choices=["full", "arms"], default=["full", "arms"],
                         help="full: the first arm's first seed on every view, its volumes and the held-out subjects' "
@@ -155,7 +157,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.subjects, args.held_out, args.image_size, args.steps, args.arm_steps, args.seeds = 5, 2, 32, 60, 60, [0]
-        args.fit_steps, args.split = 20, "val"
+        args.fit_steps, args.split, args.arm_view_stride = 20, "val", 8
     if not 1 <= args.held_out < args.subjects:
         parser.error(f"--held-out must be in 1..{args.subjects - 1}")
     if not args.data.is_dir():
@@ -284,33 +286,37 @@ def score_model(
     session: TrainingSession, names: list[str], training: list[str], stride: int, full: bool, truth_features: dict
 ) -> dict:
     """(a) the training subjects' held-out views as the model renders them; (b) the held-out subjects' as the model
-    renders them (from their scans alone when the model has an encoder) and from the mean code (no scans, as
-    :func:`mean_code_start`); with ``full``, volume scores of the training subjects."""
+    renders them (from their scans alone when the model has an encoder). With ``full``, also (b) from the mean code
+    (no scans, as :func:`mean_code_start`) and the volume scores of every group."""
     session.pipeline.eval()
-    groups = {group: Renders(truth_features) for group in ("training subjects", "held-out subjects (model)",
-                                                           "held-out subjects (mean code)")}
+    model, subjects = session.pipeline.model, session.pipeline.datamanager.dataparser.subjects
+    groups = {group: Renders(truth_features) for group in GROUPS if full or group != MEAN_CODE}
+    volumes: dict[str, list[dict]] = {group: [] for group in groups}
     for name, indices in eval_indices(session, names, stride).items():
+        subject = names.index(name)
         if name in training:
-            groups["training subjects"].add(*render_views(session, indices), name, indices)
+            groups[TRAINING].add(*render_views(session, indices), name, indices)
+            if full:
+                volumes[TRAINING].append(subject_volume_scores(model, subjects[subject], subject))
             continue
-        groups["held-out subjects (model)"].add(*render_views(session, indices), name, indices)
-        start = mean_code_start(session, name, names, training)
-        groups["held-out subjects (mean code)"].add(*render_views(session, indices, start), name, indices)
+        groups[ENCODER].add(*render_views(session, indices), name, indices)
+        if full:
+            volumes[ENCODER].append(subject_volume_scores(model, subjects[subject], subject))
+            start = mean_code_start(session, name, names, training)
+            groups[MEAN_CODE].add(*render_views(session, indices, start), name, indices)
+            volumes[MEAN_CODE].append(subject_volume_scores(start, subjects[subject], 0))
     result = {group: renders.scores() for group, renders in groups.items()}
-    if full:
-        model, subjects = session.pipeline.model, session.pipeline.datamanager.dataparser.subjects
-        volumes = [subject_volume_scores(model, subjects[names.index(name)], names.index(name)) for name in training]
-        for key in ("volume_psnr", "volume_ssim"):
-            result["training subjects"][key], result["training subjects"][f"{key}_std"] = mean_and_std(
-                [v[key] for v in volumes]
-            )
+    for group, scores in volumes.items():
+        for key in ("volume_psnr", "volume_ssim") if scores else ():
+            result[group][key], result[group][f"{key}_std"] = mean_and_std([v[key] for v in scores])
     session.pipeline.train()
     return result
 
 
 def held_out_fits(session: TrainingSession, names: list[str], training: list[str], args) -> tuple[dict, dict]:
-    """(b) every held-out subject from the mean training code, from its scans (encoder), then fitted (code +
-    field) to view 0 and to its 15 training-orbit views; scores on the views not fitted. Also the figure's data."""
+    """(b) every held-out subject fitted (code + field, from the encoder's prediction) to view 0 and to its 15
+    training-orbit views, scored on the views not fitted (its starts are scored by :func:`score_model`). Also
+    the figure's data."""
     session.pipeline.eval()
     model, dataparser = session.pipeline.model, session.pipeline.datamanager.dataparser
     orbit = nerfstudio_cameras(dataparser.subjects[0].cameras)
@@ -323,8 +329,6 @@ def held_out_fits(session: TrainingSession, names: list[str], training: list[str
         truth = dataparser.subjects[names.index(name)]
         row = {"subject": name}
         views = torch.from_numpy(truth.images)
-        row["mean-code start"] = view_scores(render_orbit(mean_code_start(session, name, names, training), orbit)[1:],
-                                             views[1:])
         scans = None
         if model.encoder is not None:
             grid_size = dataparser.config.encoder_grid_size
@@ -332,10 +336,8 @@ def held_out_fits(session: TrainingSession, names: list[str], training: list[str
         for label, fitted_views in (("1 view", [0]), ("15 views", train_views)):
             began = time.perf_counter()
             result = reconstruct_from_view(model, orbit, fitted_views, views[fitted_views], settings, truth,
-                                           baseline=label == "1 view", scans=scans)
+                                           baseline=False, scans=scans)
             row[f"fit, {label}"] = {**result.scores, "seconds": time.perf_counter() - began}
-            if label == "1 view" and scans is not None:
-                row["encoder start"] = result.baseline_scores
             if label == "1 view":
                 figure[name] = {"truth": views, "render": result.renders, "model": result.model, "prepared": truth}
         scores = ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items() if isinstance(v, dict))
@@ -388,12 +390,11 @@ def write_figure(path: Path, name: str, shown: dict, scores: dict) -> None:
 def paired_differences(results: list[dict], reference: str) -> dict:
     """Each arm minus the reference arm, per seed both ran, on the scores every arm has (mean and std over seeds)."""
     keys = {
-        "training PSNR": ("training subjects", "psnr"),
-        "training SSIM": ("training subjects", "ssim"),
-        "training FID": ("training subjects", "fid"),
-        "training KID": ("training subjects", "kid"),
-        "held-out (model) PSNR": ("held-out subjects (model)", "psnr"),
-        "held-out (mean code) PSNR": ("held-out subjects (mean code)", "psnr"),
+        "training PSNR": (TRAINING, "psnr"),
+        "training SSIM": (TRAINING, "ssim"),
+        "training FID": (TRAINING, "fid"),
+        "training KID": (TRAINING, "kid"),
+        "held-out (model) PSNR": (ENCODER, "psnr"),
     }
     by_arm: dict[str, dict[int, dict]] = {}
     for result in results:
@@ -413,13 +414,11 @@ def paired_differences(results: list[dict], reference: str) -> dict:
 
 
 def tables(report: dict) -> str:
-    lines = [f"{'arm':>24} {'seed':>4} {'training subj. PSNR / SSIM / FID / KID':>40} "
-             f"{'held-out subj. PSNR: model / mean code':>40}"]
+    lines = [f"{'arm':>24} {'seed':>4} {'training subj. PSNR / SSIM / FID / KID':>40} {'held-out subj. PSNR':>20}"]
     for r in report["runs"]:
-        a, h, m = (r["arm_scores"][group] for group in ("training subjects", "held-out subjects (model)",
-                                                       "held-out subjects (mean code)"))
+        a, h = r["arm_scores"][TRAINING], r["arm_scores"][ENCODER]
         lines.append(f"{r['arm']:>24} {r['seed']:>4} {a['psnr']:>10.2f} / {a['ssim']:.3f} / {a['fid']:6.1f} / "
-                     f"{a['kid']:.3f} {h['psnr']:>20.2f} / {m['psnr']:.2f} ({a['images']} + {h['images']} images, "
+                     f"{a['kid']:.3f} {h['psnr']:>20.2f} ({a['images']} + {h['images']} images, "
                      f"{r['steps']} steps, {r['train_seconds']:.0f} s)")
     if report.get("paired_differences"):
         lines += ["", f"paired differences against '{report['arms'][0]}' (mean +- std over seeds):"]
@@ -428,22 +427,21 @@ def tables(report: dict) -> str:
                          f"SSIM {d['training SSIM']:+.4f}, "
                          f"FID {d['training FID']:+.1f} +- {d['training FID std']:.1f}, "
                          f"KID {d['training KID']:+.4f}, held-out PSNR {d['held-out (model) PSNR']:+.2f} dB "
-                         f"(mean code {d['held-out (mean code) PSNR']:+.2f}; seeds {d['seeds']})")
+                         f"(seeds {d['seeds']})")
     full = report.get("full_scores")
     if full:
-        a = full["training subjects"]
+        a = full[TRAINING]
         lines += ["", f"'{report['arms'][0]}', seed {report['seeds'][0]}, {report['full_run']['steps']} steps, every "
                   "held-out view:",
                   f"  (a) training subjects: PSNR {a['psnr']:.2f} +- {a['psnr_std']:.2f} dB (subjects' std "
                   f"{a['psnr_subject_std']:.2f}), SSIM {a['ssim']:.3f}, FID {a['fid']:.1f}, KID {a['kid']:.3f} over "
                   f"{a['images']} images; volume PSNR {a['volume_psnr']:.2f} +- {a['volume_psnr_std']:.2f} dB, "
                   f"SSIM {a['volume_ssim']:.3f}"]
-        h = full["held-out subjects (model)"]
-        lines.append(f"  (b) held-out subjects as the model renders them: PSNR {h['psnr']:.2f} +- {h['psnr_std']:.2f}"
-                     f" dB, SSIM {h['ssim']:.3f}, FID {h['fid']:.1f}, KID {h['kid']:.3f} over {h['images']} images")
-        m = full["held-out subjects (mean code)"]
-        lines.append(f"  (b) held-out subjects from the mean code: PSNR {m['psnr']:.2f} +- {m['psnr_std']:.2f} dB, "
-                     f"SSIM {m['ssim']:.3f}, FID {m['fid']:.1f}, KID {m['kid']:.3f} over {m['images']} images")
+        for group, label in ((ENCODER, "as the model renders them"), (MEAN_CODE, "from the mean code")):
+            h = full[group]
+            lines.append(f"  (b) held-out subjects {label}: PSNR {h['psnr']:.2f} +- {h['psnr_std']:.2f} dB, SSIM "
+                         f"{h['ssim']:.3f}, FID {h['fid']:.1f}, KID {h['kid']:.3f} over {h['images']} images; volume "
+                         f"PSNR {h['volume_psnr']:.2f} dB")
         for label, s in report["held_out_fits"]["summary"].items():
             volume = f", volume PSNR {s['volume_psnr']:.2f} dB" if "volume_psnr" in s else ""
             lines.append(f"  (b) {label:>15}: PSNR {s['psnr']:.2f} +- {s['psnr_std']:.2f} dB, "
@@ -536,10 +534,9 @@ def record_run(
     run = {"arm": arm.name, "seed": seed, "steps": session.step_count, "train_seconds": session.train_seconds,
            "arm_scores": scores, "score_seconds": time.perf_counter() - began}
     report["runs"].append(run)
-    a, h, m = (scores[group] for group in ("training subjects", "held-out subjects (model)",
-                                           "held-out subjects (mean code)"))
+    a, h = scores[TRAINING], scores[ENCODER]
     print(f"{arm.name:>24} seed {seed}: training subjects {a['psnr']:.2f} dB / {a['ssim']:.3f} / FID {a['fid']:.1f}, "
-          f"held-out subjects (model) {h['psnr']:.2f} dB, (mean code) {m['psnr']:.2f} dB "
+          f"held-out subjects (model) {h['psnr']:.2f} dB "
           f"({session.train_seconds:.0f} s training, {run['score_seconds']:.0f} s scoring)", flush=True)
 
 
@@ -549,6 +546,7 @@ def record_full(report: dict, session: TrainingSession, names, training, args, t
     began = time.perf_counter()
     report["full_run"] = {"steps": session.step_count, "train_seconds": session.train_seconds}
     report["full_scores"] = score_model(session, names, training, 1, True, truth_features)
+    report["full_run"]["view_score_seconds"] = time.perf_counter() - began
     report["held_out_fits"], figure = held_out_fits(session, names, training, args)
     for row in report["held_out_fits"]["per_subject"]:
         name = row["subject"]

@@ -60,7 +60,7 @@ def test_tiny_run_scores_every_part_and_branches_the_burst_off_the_shipped_run(i
     bench_subjects.main([
         "--data", str(ixi_like_folder), "--subjects", "3", "--held-out", "1", "--image-size", "16", "--steps", "6",
         "--arm-steps", "4", "--seeds", "0", "--arms", "shipped", "adversarial burst", "--fit-steps", "2",
-        "--split", "val", "--out", str(tmp_path),
+        "--split", "val", "--arm-view-stride", "8", "--out", str(tmp_path),
     ])
     assert "paired differences against 'shipped'" in capsys.readouterr().out
     report = json.loads((tmp_path / "subjects.json").read_text())
@@ -73,8 +73,11 @@ def test_tiny_run_scores_every_part_and_branches_the_burst_off_the_shipped_run(i
     for group in ("held-out subjects (model)", "held-out subjects (mean code)"):
         held_out = report["full_scores"][group]
         assert held_out["images"] == 14 and 0 < held_out["psnr"] < 60 and np.isfinite(held_out["kid"])
+        assert 0 < held_out["volume_psnr"] < 60
+    assert set(report["runs"][0]["arm_scores"]) == {"training subjects", "held-out subjects (model)"}
     fits = report["held_out_fits"]["summary"]
-    assert set(fits) == {"mean-code start", "encoder start", "fit, 1 view", "fit, 15 views"}
+    assert set(fits) == {"fit, 1 view", "fit, 15 views"}  # the starts are scored once, above
     assert report["held_out_fits"]["per_subject"][0]["fit, 15 views"]["views"] == 72 - 15
-    assert "held-out (mean code) PSNR" in report["paired_differences"]["adversarial burst"]
+    assert "held-out (model) PSNR" in report["paired_differences"]["adversarial burst"]
+    assert report["full_run"]["view_score_seconds"] < report["full_run"]["score_seconds"]
     assert Image.open(tmp_path / "subjects_IXI902.png").size[0] > 500
