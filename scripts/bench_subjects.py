@@ -11,10 +11,10 @@ Protocol:
   read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
   with the defaults); the others train, 15 views each.
 - Training: this machine's shipped method (``mri-mednerf-gpu`` with CUDA, else ``mri-mednerf``) at
-  ``--image-size`` px, ``--steps`` for the full part and ``--arm-steps`` for the arms (600 and 250 by default,
+  ``--image-size`` px, ``--steps`` for the full part and ``--arm-steps`` for the arms (600 and 200 by default,
   so that the whole bench fits in an hour on two CPU cores).
 - Choices (``--split val``): scored on the val views (14 per subject). Reports (default ``--split test``): the
-  test views (43 per subject), or every ``--arm-view-stride``-th of them (16th by default) for the arms.
+  test views (43 per subject), or every ``--arm-view-stride``-th of them (24th by default: 2 per subject) for the arms.
 - Scores: (a) the training subjects' held-out views; (b) the held-out subjects rendered from their scans
   alone (encoder start: its codes and subject grid from its scans) and from the mean training code (no scans:
   with the mean subject grid), both on the test views, then fitted (code + field, as ``mri-reconstruct
@@ -136,14 +136,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--held-out", type=int, default=6, help="of which held out: the last by name")
     parser.add_argument("--image-size", type=int, default=64, help="view size, px")
     parser.add_argument("--steps", type=int, default=600, help="training steps of the full part's model")
-    parser.add_argument("--arm-steps", type=int, default=250,
+    parser.add_argument("--arm-steps", type=int, default=200,
                         help="training steps of every arm (when equal to --steps, the full part is the first arm's "
                         "first seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the multi-seed arms")
     parser.add_argument("--arms", nargs="+", default=[arm.name for arm in ARMS if arm.default],
                         choices=[arm.name for arm in ARMS],
                         help="arms to run (the first is the reference of the others)")
-    parser.add_argument("--arm-view-stride", type=int, default=16,
+    parser.add_argument("--arm-view-stride", type=int, default=24,
                         help="arms other than the first seed of the first arm score every N-th held-out view")
     parser.add_argument("--fit-steps", type=int, default=150, help="steps of each held-out subject's fit")
     parser.add_argument("--split", choices=["test", "val"], default="test", help="views scored (val: to choose)")
