@@ -2,10 +2,17 @@
 
 Question: on this machine, how much faster does training run on ``--processes`` processes than on one,
 and does the data-parallel run reach the same held-out PSNR after the same number of rays (within seed
-noise)? Arms, in one run, on the same subject and settings: 1 process for ``--steps`` steps, and N
-processes for ``--steps / N`` steps each (each rank draws its own batch of the same size, gradients
-averaged: the same rays in all); with ``--scale-learning-rate`` the N-process arm's learning rates are N
-times the shipped ones (writes ``scaling_lr_scaled.json``). Each arm runs ``--seeds`` seeds. The
+noise)? Arms, in one run, on the same subject and settings, the same rays in all:
+
+- ``1``: 1 process for ``--steps`` steps (the shipped batch);
+- ``N``: N processes for ``--steps / N`` steps each (each rank draws its own batch of the shipped size,
+  gradients averaged: N times the batch per step);
+- ``1, Nx batch``: 1 process for ``--steps / N`` steps with N times the shipped batch, the N-process run's
+  batch and steps on one process. Equal to ``N`` within seed noise, it shows that what ``N`` loses against
+  ``1`` comes from the larger batch (fewer optimizer steps), not from the distributed training.
+
+With ``--scale-learning-rate`` the arms with N times the batch have N times the shipped learning rates (writes
+``scaling_lr_scaled.json``). Each arm runs ``--seeds`` seeds. The
 processes are started as ``mri-train --machine.num-devices N`` starts them
 (:mod:`mri_nerfstudio.nerf.distributed`, gloo on CPU, NCCL on CUDA); the held-out PSNR is scored in this
 process on evenly spaced test views of the saved checkpoint (EMA weights, as ``ns-eval``). Stopping rule:
@@ -58,24 +65,29 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def arm_config(args: argparse.Namespace, processes: int, seed: int, output_dir: Path):
-    """The shipped config on the subject, with ``--steps / processes`` steps on ``--device``."""
+def arm_config(args: argparse.Namespace, processes: int, seed: int, output_dir: Path, batch_scale: int = 1):
+    """The shipped config on the subject on ``--device``, with ``batch_scale`` times its patches per batch and
+    ``--steps / (processes * batch_scale)`` steps."""
     config = shipped_config(args.data, args.image_size, args.cache_dir, device=args.device)
     config.machine.seed = seed
     config.mixed_precision = args.device == "cuda"
-    config.max_num_iterations = args.steps // processes
+    config.max_num_iterations = args.steps // (processes * batch_scale)
+    datamanager = config.pipeline.datamanager
+    patches = datamanager.patches_per_batch or max(1, datamanager.train_num_rays_per_batch // datamanager.patch_size**2)
+    datamanager.patches_per_batch = batch_scale * patches
     config.output_dir = output_dir
-    if args.scale_learning_rate:
+    if args.scale_learning_rate and processes * batch_scale > 1:
         config.optimizers = preset_optimizers(config)  # the field's rate from its preset, to be scaled
         for group in config.optimizers.values():
-            group["optimizer"].lr *= processes
+            group["optimizer"].lr *= processes * batch_scale
     return config
 
 
-def run_arm(args: argparse.Namespace, processes: int, seed: int, scratch: Path) -> dict:
-    """Train one arm on ``processes`` processes; its speed and its held-out PSNR."""
+def run_arm(args: argparse.Namespace, arm: tuple[int, int], seed: int, scratch: Path) -> dict:
+    """Train one arm (processes, batch scale); its speed and its held-out PSNR."""
+    processes, batch_scale = arm
     folder = Path(tempfile.mkdtemp(dir=scratch))
-    config = arm_config(args, processes, seed, folder / "outputs")
+    config = arm_config(args, processes, seed, folder / "outputs", batch_scale)
     start = time.perf_counter()
     run_on_processes(functools.partial(train_and_record, folder), config, processes)
     wall = time.perf_counter() - start
@@ -87,7 +99,10 @@ def run_arm(args: argparse.Namespace, processes: int, seed: int, scratch: Path) 
     views = evenly_spaced(len(session.pipeline.datamanager.eval_dataset), args.eval_views)
     held_out = session.evaluate(views)
     return {
+        "arm": arm_name(arm),
         "processes": processes,
+        "batch_scale": batch_scale,
+        "rays_per_batch": rays // (processes * config.max_num_iterations),
         "seed": seed,
         "steps_per_process": config.max_num_iterations,
         "rays": rays,
@@ -101,29 +116,35 @@ def run_arm(args: argparse.Namespace, processes: int, seed: int, scratch: Path) 
     }
 
 
+def arm_name(arm: tuple[int, int]) -> str:
+    """``"2"`` for 2 processes, ``"1, 2x batch"`` for one process with twice the batch."""
+    processes, batch_scale = arm
+    return str(processes) if batch_scale == 1 else f"{processes}, {batch_scale}x batch"
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_arguments(argv)
-    arms = sorted({1, args.processes})
+    arms = [(1, 1)] + ([(args.processes, 1), (1, args.processes)] if args.processes > 1 else [])
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as scratch:
         for seed in range(args.seeds):
-            for processes in arms:
-                print(f"[bench_scaling] {processes} process(es), seed {seed}", flush=True)
-                rows.append(run_arm(args, processes, seed, Path(scratch)))
+            for arm in arms:
+                print(f"[bench_scaling] {arm_name(arm)} process(es), seed {seed}", flush=True)
+                rows.append(run_arm(args, arm, seed, Path(scratch)))
                 row = rows[-1]
                 print(f"[bench_scaling]   {row['rays_per_second']:.0f} rays/s, {row['steps_per_second']:.2f} steps/s, "
                       f"held-out {row['held_out_psnr']:.2f} dB", flush=True)
     summary = {}
-    for processes in arms:
-        mine = [row for row in rows if row["processes"] == processes]
-        summary[str(processes)] = {
+    for arm in map(arm_name, arms):
+        mine = [row for row in rows if row["arm"] == arm]
+        summary[arm] = {
             key: (float(np.mean([row[key] for row in mine])), float(np.std([row[key] for row in mine], ddof=1))
                   if len(mine) > 1 else 0.0)
             for key in ("rays_per_second", "steps_per_second", "held_out_psnr")
         }
-    print(f"\n{'processes':>9s} {'rays/s':>14s} {'steps/s':>14s} {'held-out PSNR (dB)':>22s}")
-    for processes, s in summary.items():
-        print(f"{processes:>9s} {s['rays_per_second'][0]:9.0f} +- {s['rays_per_second'][1]:3.0f} "
+    print(f"\n{'processes':>14s} {'rays/s':>14s} {'steps/s':>14s} {'held-out PSNR (dB)':>22s}")
+    for arm, s in summary.items():
+        print(f"{arm:>14s} {s['rays_per_second'][0]:9.0f} +- {s['rays_per_second'][1]:3.0f} "
               f"{s['steps_per_second'][0]:8.2f} +- {s['steps_per_second'][1]:4.2f} "
               f"{s['held_out_psnr'][0]:14.2f} +- {s['held_out_psnr'][1]:4.2f}")
     report = {
@@ -137,8 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
         one, many = summary["1"], summary[str(args.processes)]
         report["rays_per_second_ratio"] = many["rays_per_second"][0] / one["rays_per_second"][0]
         report["held_out_psnr_difference_db"] = many["held_out_psnr"][0] - one["held_out_psnr"][0]
+        same_batch = summary[arm_name((1, args.processes))]
+        report["held_out_psnr_difference_same_batch_db"] = many["held_out_psnr"][0] - same_batch["held_out_psnr"][0]
         print(f"\n{args.processes} processes / 1: rays/s x {report['rays_per_second_ratio']:.2f}, "
-              f"held-out PSNR {report['held_out_psnr_difference_db']:+.2f} dB")
+              f"held-out PSNR {report['held_out_psnr_difference_db']:+.2f} dB; against 1 process with the same "
+              f"batch and steps {report['held_out_psnr_difference_same_batch_db']:+.2f} dB")
     args.out.mkdir(parents=True, exist_ok=True)
     name = "scaling_lr_scaled.json" if args.scale_learning_rate else "scaling.json"
     write_json(args.out / name, report)
