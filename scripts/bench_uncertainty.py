@@ -19,13 +19,24 @@ compared. The other subjects are the test subjects, reported with mean and std. 
 over the subjects, the arms above; no further variants. Prints a table, writes JSON (atomically) and a
 PNG (calibration curves; mid-slices of the first test subject).
 
+``--conditional``: the held-out subjects of one conditional model instead (``bench_subjects``' protocol:
+``--training-subjects`` IXI brains train, the next ``--held-out`` by name are reconstructed from their 15
+training-orbit views as ``mri-reconstruct --finetune-field`` does, starting from the encoder's prediction).
+Its arms replace the ensemble by the **population** term: the spread, at each voxel, of the model's other
+subjects' volumes sampled at the same normalised points: where brains differ from one another, what the
+prior fills in is least sure. The first ``--validation`` held-out subjects
+choose (the blend weight, and whether ``blend + population`` ranks better than ``blend``, by >= 0.03); the
+others are the test subjects. Writes ``uncertainty_conditional.json`` / ``.png``.
+
     .venv/bin/python scripts/bench_uncertainty.py --out benchmarks     # about 25 min on 2 cores
+    .venv/bin/python scripts/bench_uncertainty.py --conditional --steps 600 --out benchmarks   # about 10 min
     .venv/bin/python scripts/bench_uncertainty.py --quick --out /tmp/u  # smoke run on the template
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +69,7 @@ SUBJECTS = (
     "brats2013-glioma/BraTS2013_0001",
 )
 ARMS = ("blend", "ensemble", "blend + ensemble", "oracle")
+CONDITIONAL_ARMS = ("blend", "population", "blend + population", "oracle")
 ORACLE_SIGMA_VOXELS = 2.0
 
 
@@ -72,11 +84,21 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared subjects' cache")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder of uncertainty.json / .png")
     parser.add_argument("--quick", action="store_true", help="smoke run: the template twice, 16 px, 4 steps")
+    parser.add_argument("--conditional", action="store_true",
+                        help="held-out subjects of one conditional model, with the population term (see above)")
+    parser.add_argument("--ixi", type=Path, default=DATA / "ixi-t1",
+                        help="--conditional: folder of <ID>_T1.nii.gz + <ID>_brainmask.nii.gz files")
+    parser.add_argument("--training-subjects", type=int, default=24, help="--conditional: the first by name")
+    parser.add_argument("--held-out", type=int, default=6, help="--conditional: the next by name")
+    parser.add_argument("--validation", type=int, default=2, help="--conditional: held-out subjects that choose")
+    parser.add_argument("--fit-steps", type=int, default=150, help="--conditional: steps of each 15-view fit")
     args = parser.parse_args(argv)
     if args.quick:
         args.subjects, args.image_size, args.steps, args.members = ["default", "default"], 16, 4, 2
     if len(args.subjects) < 2:
         parser.error("--subjects needs a validation subject and at least one test subject")
+    if args.conditional and not 1 <= args.validation < args.held_out:
+        parser.error(f"--validation must be in 1..{args.held_out - 1} (at least one held-out subject is a test one)")
     return args
 
 
@@ -99,27 +121,82 @@ def run_subject(path: str, args: argparse.Namespace) -> dict:
     data = None if path == "default" else dataparser.data
     prepared = prepare_subjects(data, dataparser.cache_dir, dataparser.prepare)[0]
     estimate = reconstruct_in_mask(main[0].model, prepared, 0)
-    member_estimates = [reconstruct_in_mask(member.model, prepared, 0) for member in members]
+    ensemble = ensemble_spread([estimate, *[reconstruct_in_mask(member.model, prepared, 0) for member in members]])
+    seconds = {"reconstruction": main[0].seconds, "ensemble": sum(m.seconds for m in members)}
+    return scored_maps(prepared, path, estimate, "ensemble", ensemble, seconds)
+
+
+def scored_maps(prepared, path: str, estimate: np.ndarray, term: str, spread: np.ndarray, seconds: dict) -> dict:
+    """One subject's row: the blend map, ``term``'s ``spread`` [X, Y, Z], both (variances added) and the oracle,
+    each scored against the absolute error of ``estimate`` inside the brain mask; ``seconds`` gains the blend's."""
     reference, mask = prepared.volume.images[prepared.volume.reference], prepared.volume.brain_mask()
     error = np.abs(estimate - reference)
     start = time.perf_counter()
     blend = blend_spread(estimate)
-    blend_seconds = time.perf_counter() - start
-    ensemble = ensemble_spread([estimate, *member_estimates])
+    seconds = {**seconds, "blend": time.perf_counter() - start}
     smoothed = ndimage.gaussian_filter(error * mask, ORACLE_SIGMA_VOXELS)
     oracle = smoothed / np.maximum(ndimage.gaussian_filter(mask.astype(np.float64), ORACLE_SIGMA_VOXELS), 1e-6)
-    maps = {"blend": blend, "ensemble": ensemble, "blend + ensemble": predictive_spread(estimate, ensemble),
-            "oracle": oracle}
+    both = predictive_spread(estimate, spread)
+    maps = {"blend": blend, term: spread, f"blend + {term}": both, "oracle": oracle}
     return {
         "subject": prepared.name,
         "path": path,
         **volume_fidelity(estimate, reference, mask),
-        "arms": {arm: uncertainty_calibration(maps[arm], error, mask) for arm in ARMS},
-        "seconds": {"reconstruction": main[0].seconds, "ensemble": sum(m.seconds for m in members),
-                    "blend": blend_seconds},
-        "_figure": {"truth": reference, "estimate": estimate, "error": error, "uncertainty": maps["blend + ensemble"],
-                    "mask": mask},
+        "arms": {arm: uncertainty_calibration(value, error, mask) for arm, value in maps.items()},
+        "seconds": seconds,
+        "_figure": {"truth": reference, "estimate": estimate, "error": error, "uncertainty": both, "mask": mask},
     }
+
+
+def run_conditional(args: argparse.Namespace) -> list[dict]:
+    """One conditional model on ``--training-subjects`` IXI brains; each held-out subject reconstructed from its
+    15 training-orbit views (code + field from the encoder's start), its maps scored (population term: the
+    spread of every other subject of the model, sampled on its grid)."""
+    import torch
+    from bench_subjects import ARMS as SUBJECT_ARMS
+    from bench_subjects import make_session, subject_root
+
+    from mri_nerfstudio.encoder_input import cached_encoder_input
+    from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
+    from mri_nerfstudio.nerf.single_view import reconstruct_from_view
+    from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
+
+    root = args.out / "conditional_subjects"
+    names = subject_root(args.ixi, args.training_subjects + args.held_out, root)
+    training = names[: args.training_subjects]
+    session_args = argparse.Namespace(image_size=args.image_size, cache_dir=args.cache_dir or args.out / "cache",
+                                      out=args.out, split="val")
+    session = make_session(root, names, training, SUBJECT_ARMS[0], 0, args.steps, session_args)
+    while session.step_count < args.steps:
+        session.step()
+    session.pipeline.eval()
+    model, dataparser = session.pipeline.model, session.pipeline.datamanager.dataparser
+    orbit = nerfstudio_cameras(dataparser.subjects[0].cameras)
+    train_views = list(orbit_view_split(dataparser.config.prepare, dataparser.config.train_every).train)
+    settings = SingleViewSettings(steps=args.fit_steps, finetune_field=True)
+    rows = []
+    for index, name in enumerate(names):
+        if name in training:
+            continue
+        truth = dataparser.subjects[index]
+        scans = None
+        if model.encoder is not None:
+            grid_size = dataparser.config.encoder_grid_size
+            scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, grid_size)
+        began = time.perf_counter()
+        fitted = reconstruct_from_view(model, orbit, train_views, torch.from_numpy(truth.images[train_views]),
+                                       settings, baseline=False, scans=scans).model
+        estimate = reconstruct_in_mask(fitted, truth, 0)
+        seconds = {"reconstruction": time.perf_counter() - began}
+        began = time.perf_counter()
+        others = [subject for subject in range(model.num_subjects) if subject != index]
+        population = ensemble_spread([reconstruct_in_mask(model, truth, subject) for subject in others])
+        seconds["population"] = time.perf_counter() - began
+        rows.append(scored_maps(truth, name, estimate, "population", population, seconds))
+        row = rows[-1]
+        spearman = ", ".join(f"{arm} {value['spearman']:+.3f}" for arm, value in row["arms"].items())
+        print(f"[bench_uncertainty]   {name}: {spearman}; volume {row['volume_psnr']:.2f} dB", flush=True)
+    return rows
 
 
 def calibrated_blend_weight(deciles: list[dict]) -> float:
@@ -131,11 +208,12 @@ def calibrated_blend_weight(deciles: list[dict]) -> float:
     return BLEND_WEIGHT * scale**2
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Test subjects' Spearman per arm (mean, std) and mean calibration deciles."""
-    test = rows[1:]
+def summarise(rows: list[dict], arms: tuple[str, ...], validation: int) -> dict:
+    """Test subjects' (all but the first ``validation`` rows) Spearman per arm (mean, std) and mean calibration
+    deciles."""
+    test = rows[validation:]
     summary = {}
-    for arm in ARMS:
+    for arm in arms:
         values = [row["arms"][arm]["spearman"] for row in test]
         deciles = [[row["arms"][arm]["deciles"][d] for row in test] for d in range(10)]
         summary[arm] = {
@@ -147,28 +225,29 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
-def write_figure(rows: list[dict], summary: dict, path: Path) -> None:
+def write_figure(shown: dict, summary: dict, arms: tuple[str, ...], path: Path) -> None:
+    """Calibration curves of the three maps, and mid-slices of the row ``shown`` (a test subject)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 5, figsize=(18, 3.6))
-    for arm in ARMS[:3]:
+    for arm in arms[:3]:
         deciles = summary[arm]["deciles"]
         label = f"{arm} ({summary[arm]['spearman']:.2f})"
         axes[0].plot(range(1, 11), [d["abs_error"] for d in deciles], marker="o", label=label)
     axes[0].set(xlabel="uncertainty decile", ylabel="mean |error| (test subjects)", title="calibration")
     axes[0].legend(fontsize=7)
-    shown = rows[1]["_figure"]
+    volumes = shown["_figure"]
     axis = 2  # the preprocessed grid is canonical (RAS): axis 2 is inferior-superior
-    centre = int(np.round(np.argwhere(shown["mask"])[:, axis].mean()))
-    panels = (("truth", shown["truth"], "gray", 1.0), ("estimate", shown["estimate"], "gray", 1.0),
-              ("|error|", shown["error"] * shown["mask"], "magma", 0.5),
-              ("uncertainty", shown["uncertainty"] * shown["mask"], "magma", 0.25))
+    centre = int(np.round(np.argwhere(volumes["mask"])[:, axis].mean()))
+    panels = (("truth", volumes["truth"], "gray", 1.0), ("estimate", volumes["estimate"], "gray", 1.0),
+              ("|error|", volumes["error"] * volumes["mask"], "magma", 0.5),
+              (arms[2], volumes["uncertainty"] * volumes["mask"], "magma", 0.25))
     for axis_, (name, volume, colours, high) in zip(axes[1:], panels):
         image = axis_.imshow(np.rot90(np.take(volume, centre, axis=axis)), cmap=colours, vmin=0, vmax=high)
-        axis_.set_title(f"{rows[1]['subject']}: {name}", fontsize=8)
+        axis_.set_title(f"{shown['subject']}: {name}", fontsize=8)
         axis_.axis("off")
         figure.colorbar(image, ax=axis_, fraction=0.046)
     figure.tight_layout()
@@ -177,41 +256,54 @@ def write_figure(rows: list[dict], summary: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    began = time.perf_counter()
     args = parse_arguments(argv)
-    rows = []
-    for index, path in enumerate(args.subjects):
-        role = "validation" if index == 0 else "test"
-        print(f"[bench_uncertainty] {path} ({role})", flush=True)
-        rows.append(run_subject(path, args))
-        row = rows[-1]
-        print("[bench_uncertainty]   " + ", ".join(f"{arm} {row['arms'][arm]['spearman']:+.3f}" for arm in ARMS)
-              + f"; volume {row['volume_psnr']:.2f} dB", flush=True)
-    fitted_weight = calibrated_blend_weight(rows[0]["arms"]["blend"]["deciles"])
-    summary = summarise(rows)
-    print(f"\nvalidation ({rows[0]['subject']}): calibrated blend weight {fitted_weight:.3f} (shipped {BLEND_WEIGHT})")
+    if args.conditional:
+        arms, validation, stem = CONDITIONAL_ARMS, args.validation, "uncertainty_conditional"
+        print(f"[bench_uncertainty] one model of {args.training_subjects} subjects, {args.held_out} held out "
+              f"(the first {validation} validate)", flush=True)
+        rows = run_conditional(args)
+    else:
+        arms, validation, stem, rows = ARMS, 1, "uncertainty", []
+        for index, path in enumerate(args.subjects):
+            print(f"[bench_uncertainty] {path} ({'validation' if index == 0 else 'test'})", flush=True)
+            rows.append(run_subject(path, args))
+            row = rows[-1]
+            print("[bench_uncertainty]   " + ", ".join(f"{arm} {row['arms'][arm]['spearman']:+.3f}" for arm in arms)
+                  + f"; volume {row['volume_psnr']:.2f} dB", flush=True)
+    fitted_weight = float(np.mean([calibrated_blend_weight(row["arms"]["blend"]["deciles"])
+                                   for row in rows[:validation]]))
+    validation_spearman = {arm: float(np.mean([row["arms"][arm]["spearman"] for row in rows[:validation]]))
+                           for arm in arms}
+    summary = summarise(rows, arms, validation)
+    names = ", ".join(row["subject"] for row in rows[:validation])
+    print(f"\nvalidation ({names}): calibrated blend weight {fitted_weight:.3f} (shipped {BLEND_WEIGHT}); Spearman "
+          + ", ".join(f"{arm} {value:+.3f}" for arm, value in validation_spearman.items()))
     print(f"\n{'arm':18s} {'Spearman (test)':>18s}  error per decile, lowest to highest uncertainty")
-    for arm in ARMS:
+    for arm in arms:
         s = summary[arm]
         print(f"{arm:18s} {s['spearman']:+8.3f} +- {s['spearman_std']:.3f}  "
               + " ".join(f"{d['abs_error']:.3f}" for d in s["deciles"]))
     seconds = {key: float(np.mean([row["seconds"][key] for row in rows])) for key in rows[0]["seconds"]}
-    print(f"\nseconds per subject: reconstruction {seconds['reconstruction']:.0f}, ensemble of {args.members} "
-          f"{seconds['ensemble']:.0f}, blend {seconds['blend']:.2f}")
+    print("\nseconds per subject: " + ", ".join(f"{key} {value:.2f}" for key, value in seconds.items()))
     report = {
         "question": "which uncertainty map ranks the 15-view reconstruction's per-voxel absolute error (goal >= 0.4)",
+        "command": " ".join(["scripts/bench_uncertainty.py", *(argv if argv is not None else sys.argv[1:])]),
         "settings": to_plain(vars(args)),
         "machine": machine_info(),
-        "validation_subject": rows[0]["subject"],
+        "validation_subjects": [row["subject"] for row in rows[:validation]],
+        "validation_spearman": validation_spearman,
         "shipped_blend_weight": BLEND_WEIGHT,
         "calibrated_blend_weight": fitted_weight,
         "test_summary": summary,
         "seconds_per_subject": seconds,
+        "seconds": time.perf_counter() - began,
         "subjects": [{key: value for key, value in row.items() if key != "_figure"} for row in rows],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "uncertainty.json", report)
-    write_figure(rows, summary, args.out / "uncertainty.png")
-    print(f"[bench_uncertainty] wrote {args.out / 'uncertainty.json'} and uncertainty.png")
+    write_json(args.out / f"{stem}.json", report)
+    write_figure(rows[validation], summary, arms, args.out / f"{stem}.png")
+    print(f"[bench_uncertainty] wrote {args.out / stem}.json and {stem}.png")
     return report
 
 

@@ -1,12 +1,14 @@
-"""Session fixtures shared by every test file: tiny SIMULATED BraTS subjects, written once per session."""
+"""Session fixtures shared by every test file: tiny SIMULATED BraTS and IXI-named subjects, written once per session."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from mri_nerfstudio.phantom import PhantomConfig, write_brats_root
+from mri_nerfstudio.phantom import PhantomConfig, make_phantom, write_brats_root
+from mri_nerfstudio.volume import save_nifti
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +146,16 @@ def head_phantom_config() -> PhantomConfig:
 @pytest.fixture(scope="session")
 def head_phantom(head_phantom_config: PhantomConfig):
     """The seed-0 :func:`head_phantom_config` phantom in memory (``.brain`` is its true brain mask)."""
-    from mri_nerfstudio.phantom import make_phantom
-
     return make_phantom(0, head_phantom_config)
+
+
+@pytest.fixture(scope="session")
+def ixi_like_folder(tmp_path_factory, phantom_config_tiny) -> Path:
+    """Four SIMULATED subjects named as the IXI files are: ``IXI90N-HH-000N_T1.nii.gz`` + ``_brainmask``."""
+    folder = tmp_path_factory.mktemp("ixi")
+    for seed in range(4):
+        phantom = make_phantom(seed, phantom_config_tiny)
+        stem = f"IXI90{seed}-HH-000{seed}"
+        save_nifti(phantom.images["t1"].astype(np.float32), phantom.affine, folder / f"{stem}_T1.nii.gz")
+        save_nifti(phantom.brain.astype(np.uint8), phantom.affine, folder / f"{stem}_brainmask.nii.gz")
+    return folder
