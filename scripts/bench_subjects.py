@@ -313,6 +313,14 @@ def score_model(
     return result
 
 
+def subject_scans(session: TrainingSession, truth):
+    """The encoder input of a prepared subject (``truth``), or None when the session's model has no encoder."""
+    if session.pipeline.model.encoder is None:
+        return None
+    grid_size = session.pipeline.datamanager.dataparser.config.encoder_grid_size
+    return cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, grid_size)
+
+
 def held_out_fits(session: TrainingSession, names: list[str], training: list[str], args) -> tuple[dict, dict]:
     """(b) every held-out subject fitted (code + field, from the encoder's prediction) to view 0 and to its 15
     training-orbit views, scored on the views not fitted (its starts are scored by :func:`score_model`). Also
@@ -329,10 +337,7 @@ def held_out_fits(session: TrainingSession, names: list[str], training: list[str
         truth = dataparser.subjects[names.index(name)]
         row = {"subject": name}
         views = torch.from_numpy(truth.images)
-        scans = None
-        if model.encoder is not None:
-            grid_size = dataparser.config.encoder_grid_size
-            scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, grid_size)
+        scans = subject_scans(session, truth)
         for label, fitted_views in (("1 view", [0]), ("15 views", train_views)):
             began = time.perf_counter()
             result = reconstruct_from_view(model, orbit, fitted_views, views[fitted_views], settings, truth,

@@ -154,11 +154,10 @@ def run_conditional(args: argparse.Namespace) -> list[dict]:
     spread of every other subject of the model, sampled on its grid)."""
     import torch
     from bench_subjects import ARMS as SUBJECT_ARMS
-    from bench_subjects import make_session, subject_root
+    from bench_subjects import make_session, subject_root, subject_scans
 
-    from mri_nerfstudio.encoder_input import cached_encoder_input
     from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
-    from mri_nerfstudio.nerf.single_view import reconstruct_from_view
+    from mri_nerfstudio.nerf.single_view import fit_single_view
     from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
 
     root = args.out / "conditional_subjects"
@@ -179,13 +178,9 @@ def run_conditional(args: argparse.Namespace) -> list[dict]:
         if name in training:
             continue
         truth = dataparser.subjects[index]
-        scans = None
-        if model.encoder is not None:
-            grid_size = dataparser.config.encoder_grid_size
-            scans = cached_encoder_input(truth.directory, truth.volume, truth.world_from_voxel, grid_size)
         began = time.perf_counter()
-        fitted = reconstruct_from_view(model, orbit, train_views, torch.from_numpy(truth.images[train_views]),
-                                       settings, baseline=False, scans=scans).model
+        fitted, _ = fit_single_view(model, torch.from_numpy(truth.images[train_views]),
+                                    orbit[torch.tensor(train_views)], settings, subject_scans(session, truth))
         estimate = reconstruct_in_mask(fitted, truth, 0)
         seconds = {"reconstruction": time.perf_counter() - began}
         began = time.perf_counter()
