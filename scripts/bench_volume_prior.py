@@ -19,7 +19,7 @@ Scores: volume PSNR / SSIM against the preprocessed scan inside its brain mask, 
 Stopping rule: one pass over the held-out subjects; no variants. Nothing is chosen, so every held-out
 subject reports. Prints a table and writes ``volume_prior.json`` (atomically).
 
-    .venv/bin/python scripts/bench_volume_prior.py --out benchmarks     # about 15 min on 2 cores
+    .venv/bin/python scripts/bench_volume_prior.py --out benchmarks     # 15 to 30 min on 2 cores
     .venv/bin/python scripts/bench_volume_prior.py --quick --out /tmp/p  # smoke run, not a result
 """
 
@@ -42,6 +42,16 @@ from mri_nerfstudio.atomic_write import write_json
 from mri_nerfstudio.benchmarking import machine_info
 from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.metrics import mean_and_std, volume_fidelity
+from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
+from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
+from mri_nerfstudio.nerf.single_view import (
+    fit_single_view,
+    initial_codes,
+    initial_grid,
+    input_view_occupancy,
+    single_subject_model,
+)
+from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
 from mri_nerfstudio.view_split import orbit_view_split
 
 ARMS = ("mean subject", "prior fit", "tv grid", "grid ceiling")
@@ -84,17 +94,6 @@ def grid_ceiling(prepared, size: int) -> np.ndarray:
 
 def held_out_estimates(session, prepared, train_views: list[int], args) -> dict[str, tuple[np.ndarray, float]]:
     """{arm: ([X, Y, Z] estimate inside the brain mask, seconds)} for one held-out subject."""
-    from mri_nerfstudio.nerf.dataparser import nerfstudio_cameras
-    from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
-    from mri_nerfstudio.nerf.single_view import (
-        fit_single_view,
-        initial_codes,
-        initial_grid,
-        input_view_occupancy,
-        single_subject_model,
-    )
-    from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
-
     model = session.pipeline.model
     views = torch.from_numpy(prepared.images[train_views])
     cameras = nerfstudio_cameras(prepared.cameras)[torch.tensor(train_views)]
