@@ -12,9 +12,10 @@ Writes ``<out>/<subject>/`` for each subject (or the one ``--subject`` names), e
   ``--spacing-mm`` in every direction (``--grid isotropic``: e.g. 1 mm across thick slices). Intensities
   are those of the preprocessed volume (normalised, equalised, in [0, 1]), not raw scanner values.
   ``--estimator tv-grid`` writes instead a voxel grid fitted to the subject's training views with total
-  variation (``volume`` views only; a minute or more per subject on a CPU): from the same views it measured
-  1.8 dB better than the field on six real whole-head T1s, 0.5 dB better on the template and 0.3 dB worse on
-  one BraTS T1ce (benchmarks/notes/volume.md);
+  variation (``volume`` views only; a minute or more per subject on a CPU): from the same 15 views it
+  measured 1.8 dB above the fits of six whole-head T1s held out from a model of 24, 0.2 to 0.5 dB above
+  single-subject runs (one IXI T1, the template) and 0.3 dB below one on a BraTS T1ce
+  (benchmarks/notes/volume.md);
 - ``brain.ply`` / ``brain.stl``: the brain surface, in scanner (RAS) millimetres, at an iso-level read from
   the reconstruction alone (Otsu's threshold on the log of its positive values: the brain mask is not
   used); ``tumour``, ``necrosis``, ``oedema``, ``non_enhancing`` (BraTS 2013-2016 labels only),
@@ -65,7 +66,8 @@ class ExportCommand:
     """Field evaluations at once: lower it if memory is short."""
     estimator: str = "field"
     """``field``: the trained field's volume; ``tv-grid``: a voxel grid fitted to the subject's training views
-    with total variation (volume views only; better than the field on real whole-head brains)."""
+    with total variation (volume views only; better than the field on whole-head T1s, most of all for models
+    of many brains)."""
     uncertainty_members: int = 0
     """Short fits trained for the ensemble term of the uncertainty map (0: the blend term alone)."""
     uncertainty_steps: Optional[int] = None

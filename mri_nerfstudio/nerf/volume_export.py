@@ -9,8 +9,9 @@ not the raw scanner values.
 With the ``tv-grid`` estimator, the volume is instead a voxel grid tied to the ``volume`` image
 formation, fitted to the subject's training views with total variation
 (:func:`~mri_nerfstudio.classical_reconstruction.fit_tied_voxel_grid`, as ``scripts/bench_volume.py``
-measures it): from the same views, it scores 1.8 dB more than the field on six real whole-head brains,
-0.5 dB more on the template and 0.3 dB less on one BraTS T1ce (``benchmarks/notes/volume.md``).
+measures it). From the same 15 views it scored 1.8 dB above the fits of six real whole-head brains held
+out from a model of 24, 0.2 to 0.5 dB above single-subject runs (one IXI T1, the template) and 0.3 dB
+below one on a BraTS T1ce (``benchmarks/notes/volume.md``).
 
 Meshes: the brain is the estimate's iso-surface at a level read from the estimate alone
 (:func:`~mri_nerfstudio.grids.brain_level`: Otsu's threshold on the log of its positive values); the
