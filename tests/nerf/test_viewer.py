@@ -133,9 +133,15 @@ def test_brain_visibility_needs_a_bright_textured_centre():
     assert not viewer_screenshot.measure_brain_visibility(with_panel, box).visible()
 
 
-def _screenshot(tmp_path: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess:
-    """scripts/viewer_screenshot.py on the template with its own cache, 50 training steps before the browser."""
-    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--min-steps",
+@pytest.fixture(scope="module")
+def viewer_cache(tmp_path_factory) -> Path:
+    """One prepared-template cache for the browser tests: the template is prepared once."""
+    return tmp_path_factory.mktemp("viewer-cache")
+
+
+def _screenshot(cache: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """scripts/viewer_screenshot.py on the template with the tests' own cache, 50 training steps before the browser."""
+    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(cache), "--min-steps",
                "50", *arguments]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -144,9 +150,9 @@ def _screenshot(tmp_path: Path, out: Path, *arguments: str) -> subprocess.Comple
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
-def test_live_viewer_shows_the_brain_in_headless_chromium(tmp_path: Path):
+def test_live_viewer_shows_the_brain_in_headless_chromium(viewer_cache: Path, tmp_path: Path):
     out = tmp_path / "viewer.png"
-    result = _screenshot(tmp_path, out, "--slice-offset-mm", "25")
+    result = _screenshot(viewer_cache, out, "--slice-offset-mm", "25")
     assert "OK: the rendered brain ('volume' output) is visible" in result.stdout
     assert Image.open(out).size == (1280, 800)
     # The slice output: a brain slice on the default (coronal) plane, and another one 25 mm further.
@@ -156,6 +162,6 @@ def test_live_viewer_shows_the_brain_in_headless_chromium(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
-def test_live_viewer_shows_the_slice_uncertainty_in_headless_chromium(tmp_path: Path):
-    result = _screenshot(tmp_path, tmp_path / "uncertainty.png", "--output", "slice_uncertainty")
+def test_live_viewer_shows_the_slice_uncertainty_in_headless_chromium(viewer_cache: Path, tmp_path: Path):
+    result = _screenshot(viewer_cache, tmp_path / "uncertainty.png", "--output", "slice_uncertainty")
     assert "OK: the rendered brain ('slice_uncertainty' output) is visible" in result.stdout
