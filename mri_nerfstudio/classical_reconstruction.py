@@ -320,7 +320,7 @@ def fit_tied_voxel_grid(
         if len(order) < per_step:
             order += torch.randperm(cameras.num_views, generator=generator).tolist()
         chosen, order = order[:per_step], order[per_step:]
-        batch = ViewCameras(cameras.c2w[chosen], cameras.width, cameras.height, cameras.projection)
+        batch = cameras.subset(chosen)
         rendered = render_axial_orbit(intensity, batch, density_scale, samples_per_ray=2 * (size - 1))
         loss = (rendered - views_tensor[chosen]).square().mean() + tv_weight * total_variation(intensity)
         optimizer.zero_grad()

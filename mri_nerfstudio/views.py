@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -240,6 +240,10 @@ class ViewCameras:
     @property
     def num_views(self) -> int:
         return self.c2w.shape[0]
+
+    def subset(self, indices: Sequence[int]) -> ViewCameras:
+        """The cameras at ``indices`` (e.g. a split's views of the orbit), same image size and projection."""
+        return ViewCameras(self.c2w[list(indices)], self.width, self.height, self.projection)
 
     @property
     def distance(self) -> float:

@@ -47,7 +47,7 @@ from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.nerf.training_config import shipped_config
 from mri_nerfstudio.prepare import PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
 from mri_nerfstudio.view_split import orbit_view_split
-from mri_nerfstudio.views import ViewCameras, render_views
+from mri_nerfstudio.views import render_views
 
 ORBIT_VIEWS = 72
 """Views on the shipped orbit (5-degree steps)."""
@@ -138,10 +138,6 @@ def field_orbit(count: int) -> tuple[int, float, int]:
     return (ORBIT_VIEWS, 5.0, every) if every > 1 else (2 * ORBIT_VIEWS, 2.5, 2)
 
 
-def view_subset(cameras: ViewCameras, indices: list[int]) -> ViewCameras:
-    return ViewCameras(cameras.c2w[indices], cameras.width, cameras.height, cameras.projection)
-
-
 def view_psnr(renders: np.ndarray, truths: np.ndarray) -> float:
     """Mean over views of each view's PSNR (dB, data range 1), as ``ns-eval`` averages them."""
     renders = np.clip(np.asarray(renders, dtype=np.float64), 0.0, 1.0)  # as nerfstudio clamps its renders
@@ -197,7 +193,7 @@ def classical_arms(
     """fbp, sart (from the ``drr`` views) and the tv grid (from the ``volume`` views) on ``count`` views."""
     every = train_every(count)
     train = list(range(0, ORBIT_VIEWS, every))
-    cameras = view_subset(prepared.cameras, train)
+    cameras = prepared.cameras.subset(train)
     density_scale = prepared.config.density_scale
     reference = prepared.volume.images[prepared.volume.reference]
     mask, world_from_voxel = prepared.volume.brain_mask(), prepared.world_from_voxel
@@ -225,7 +221,7 @@ def classical_arms(
             test = [split.test[i] for i in evenly_spaced(len(split.test), args.eval_views)]
             samples = 2 * (grid.values.shape[0] - 1)
             renders = classical.render_axial_orbit(
-                torch.from_numpy(grid.values), view_subset(prepared.cameras, test), density_scale, samples
+                torch.from_numpy(grid.values), prepared.cameras.subset(test), density_scale, samples
             )
             row["held_out_psnr"], row["held_out_views"] = view_psnr(renders.numpy(), prepared.images[test]), len(test)
             row["held_out_orbit"] = f"{ORBIT_VIEWS} views at 5.0 degrees, test split"

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from bench_subjects import ARMS as SUBJECT_ARMS
 from bench_subjects import DATA, make_session, subject_root
-from bench_volume import TV_WEIGHT, view_subset
+from bench_volume import TV_WEIGHT
 from scipy import ndimage
 
 from mri_nerfstudio import classical_reconstruction as classical
@@ -109,7 +109,7 @@ def held_out_estimates(session, prepared, train_views: list[int], args) -> dict[
     began = time.perf_counter()
     grid = classical.fit_tied_voxel_grid(
         prepared.images[train_views],
-        view_subset(prepared.cameras, train_views),
+        prepared.cameras.subset(train_views),
         prepared.config.density_scale,
         size=args.image_size + 1,
         tv_weight=TV_WEIGHT,

@@ -222,7 +222,9 @@ def test_mip_of_opposite_views_are_mirror_images():
     world_from_voxel = torch.diag(torch.tensor([0.08, 0.07, 0.09, 1.0], dtype=torch.float64))
     world_from_voxel[:3, 3] = torch.tensor([-0.76, -0.805, -0.765], dtype=torch.float64)
     orbit = make_orbit_cameras(n_views=72, image_size=32)
-    cameras = ViewCameras(orbit.c2w[[0, 36]], width=32, height=32)
+    cameras = orbit.subset([0, 36])
+    assert (cameras.width, cameras.height, cameras.projection) == (32, 32, orbit.projection)
+    assert torch.equal(cameras.c2w, orbit.c2w[[0, 36]])
 
     front, back = render_views(volume, world_from_voxel, cameras, mode="mip")
     # Both views meet the same points, up to float32 rounding of their coordinates (~1e-5 voxel).

@@ -192,7 +192,7 @@ class MRIDataParser(DataParser):
         for s in training:
             orbit = self.subjects[s].cameras
             views[s] = torch.from_numpy(self.subjects[s].images[indices])
-            cameras[s] = nerfstudio_cameras(ViewCameras(orbit.c2w[indices], orbit.width, orbit.height, orbit.projection))
+            cameras[s] = nerfstudio_cameras(orbit.subset(indices))
         return {"training_views": views, "training_cameras": cameras}
 
     def _encoder_inputs(self) -> dict[str, torch.Tensor]:

@@ -47,7 +47,6 @@ from mri_nerfstudio.nerf.ensemble import EnsembleMember
 from mri_nerfstudio.nerf.field_sampling import field_at_world
 from mri_nerfstudio.prepare import PreparedSubject
 from mri_nerfstudio.uncertainty import ensemble_spread, predictive_spread, uncertainty_calibration
-from mri_nerfstudio.views import ViewCameras
 from mri_nerfstudio.volume import save_nifti
 
 GridKind = Literal["scanner", "isotropic"]
@@ -113,10 +112,9 @@ def fit_tv_grid(prepared: PreparedSubject, train_views: Sequence[int]) -> GridVo
     if not train_views:
         raise MRIInputError("--estimator tv-grid needs the run's training views; none given", where)
     cameras = prepared.cameras
-    chosen = ViewCameras(cameras.c2w[list(train_views)], cameras.width, cameras.height, cameras.projection)
     return fit_tied_voxel_grid(
         prepared.images[list(train_views)],
-        chosen,
+        cameras.subset(train_views),
         prepared.config.density_scale,
         size=min(cameras.width, cameras.height) + 1,
         steps=TV_GRID_STEPS,
