@@ -45,6 +45,7 @@ from mri_nerfstudio.metrics import volume_fidelity
 from mri_nerfstudio.nerf.field_sampling import reconstruct_in_mask
 from mri_nerfstudio.nerf.session import TrainingSession, seed_everything
 from mri_nerfstudio.nerf.training_config import shipped_config
+from mri_nerfstudio.nerf.volume_export import TV_GRID_STEPS
 from mri_nerfstudio.prepare import PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
 from mri_nerfstudio.view_split import orbit_view_split
 from mri_nerfstudio.views import render_views
@@ -73,7 +74,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-real", action="store_true", help="the template only")
     parser.add_argument("--no-template", action="store_true", help="the real subject only")
     parser.add_argument("--eval-views", type=int, default=12, help="held-out (test) views scored per run")
-    parser.add_argument("--tv-steps", type=int, default=200, help="Adam steps of the tv grid")
+    parser.add_argument("--tv-steps", type=int, default=TV_GRID_STEPS, help="Adam steps of the tv grid")
     parser.add_argument("--tv-weight", type=float, default=TV_WEIGHT, help="total-variation weight of the tv grid")
     parser.add_argument("--tv-views-per-step", type=int, default=15, help="views rendered per tv grid step")
     parser.add_argument("--sart-iterations", type=int, default=2)

@@ -52,6 +52,7 @@ from mri_nerfstudio.nerf.single_view import (
     single_subject_model,
 )
 from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
+from mri_nerfstudio.nerf.volume_export import TV_GRID_STEPS
 from mri_nerfstudio.view_split import orbit_view_split
 
 ARMS = ("mean subject", "prior fit", "tv grid", "grid ceiling")
@@ -65,7 +66,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=64, help="view size, px")
     parser.add_argument("--steps", type=int, default=600, help="training steps of the model")
     parser.add_argument("--fit-steps", type=int, default=150, help="steps of each held-out subject's fit")
-    parser.add_argument("--tv-steps", type=int, default=200, help="Adam steps of the tv grid")
+    parser.add_argument("--tv-steps", type=int, default=TV_GRID_STEPS, help="Adam steps of the tv grid")
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared subjects' cache (default: under --out)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder of volume_prior.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 + 1 subjects, 16 px, a few steps")

@@ -54,7 +54,8 @@ Estimator = Literal["field", "tv-grid"]
 ESTIMATORS = ("field", "tv-grid")
 
 TV_GRID_STEPS = 200
-"""Adam steps of the ``tv-grid`` estimator, as benchmarked (its total-variation weight: the fit's default)."""
+"""Adam steps of the ``tv-grid`` estimator; ``bench_volume`` and ``bench_volume_prior`` default to it (its
+total-variation weight: the fit's default, which they use too)."""
 
 VOLUME_FILE = "reconstruction.nii.gz"
 UNCERTAINTY_FILE = "uncertainty.nii.gz"
