@@ -8,8 +8,10 @@ rendered brain is visible (a bright, textured blob in the centre of the 3D view,
 border) or ``--render-timeout`` runs out. With ``--slice-offset-mm MM`` it then selects the ``slice``
 output (the field on a plane: coronal through the brain's centre by default), waits for a brain slice,
 types MM into the "Slice offset (mm)" control and waits for a different brain slice; the two
-screenshots are written beside ``--out`` (``*_slice.png``, ``*_slice_<MM>mm.png``). Training is stopped
-(its process group terminated) either way.
+screenshots are written beside ``--out`` (``*_slice.png``, ``*_slice_<MM>mm.png``). With ``--then-outputs``
+it then selects each named output in turn in the same browser session and waits for a brain that
+differs from the screenshot before (``*_<output>.png``). Training is stopped (its process group
+terminated) either way.
 
 The viewer's own camera starts outside the brain, framing it (``OrbitViewerCamera`` on the model), so
 nothing is clicked in the 3D view. "Max res" is lowered to ``--max-res`` (256 px) because a 512 px
@@ -22,7 +24,7 @@ Needs ``chromium`` on PATH (``scripts/install_system_deps.sh``). Exit status 0 w
 visible, 1 otherwise (with the reason); the PNG path is printed whenever a screenshot was taken.
 
     python scripts/viewer_screenshot.py --out viewer.png
-    python scripts/viewer_screenshot.py --out viewer.png --slice-offset-mm 25
+    python scripts/viewer_screenshot.py --out viewer.png --slice-offset-mm 25 --then-outputs slice_uncertainty
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ LABELLED_INPUT_JS = """(() => {
   const label = [...document.querySelectorAll("label")].find((l) => l.textContent.trim() === %s);
   const input = label && document.getElementById(label.htmlFor);
   if (!input) return null;
+  input.scrollIntoView({block: "nearest"});  // back into view after a slider further down was set
   const r = input.getBoundingClientRect();
   return {value: input.value, x: r.x + r.width / 2, y: r.y + r.height / 2};
 })()"""
@@ -388,6 +391,24 @@ def view_change(before: np.ndarray, after: np.ndarray, view_box: tuple[int, int,
     return float(np.abs(crop[1] - crop[0]).mean())
 
 
+def check_output(
+    page: DevToolsPage, args: argparse.Namespace, output: str, before: np.ndarray
+) -> tuple[np.ndarray, BrainVisibility]:
+    """Pick ``output`` and wait for a brain that differs from ``before`` (the screenshot of the output shown until
+    then); raises :class:`ScreenshotError` when none comes."""
+    view_box = tuple(page.evaluate(THREE_CANVAS_JS))
+    select_output(page, output, args.render_timeout)
+    screenshot, visibility = capture_when(
+        page, args, lambda image, seen: seen.visible() and view_change(before, image, view_box) > 0.01
+    )
+    change = view_change(before, screenshot, view_box)
+    if not (visibility.visible() and change > 0.01):
+        raise ScreenshotError(
+            f"no new brain in the {output!r} output: {visibility.describe()}, changed by {change:.3f}"
+        )
+    return screenshot, visibility
+
+
 def check_slice(
     page: DevToolsPage, args: argparse.Namespace, before: np.ndarray
 ) -> list[tuple[str, np.ndarray, str]]:
@@ -395,12 +416,7 @@ def check_slice(
     each different from the screenshot before it (``before``: the other output's). Returns (name, screenshot,
     description) for each."""
     view_box = tuple(page.evaluate(THREE_CANVAS_JS))
-    select_output(page, "slice", args.render_timeout)
-    first, visibility = capture_when(
-        page, args, lambda screenshot, seen: seen.visible() and view_change(before, screenshot, view_box) > 0.01
-    )
-    if not (visibility.visible() and view_change(before, first, view_box) > 0.01):
-        raise ScreenshotError(f"no new brain slice in the 'slice' output: {visibility.describe()}")
+    first, visibility = check_output(page, args, "slice", before)
     set_slider(page, "Slice offset (mm)", args.slice_offset_mm)
     moved, moved_visibility = capture_when(
         page, args, lambda screenshot, seen: seen.visible() and view_change(first, screenshot, view_box) > 0.01
@@ -431,6 +447,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="then pick the 'slice' output, move its plane to this offset and check both show a brain slice",
+    )
+    parser.add_argument(
+        "--then-outputs",
+        nargs="+",
+        default=(),
+        metavar="OUTPUT",
+        help="then pick each of these outputs in turn, in the same session, and check each shows a brain",
     )
     parser.add_argument("--max-res", type=int, default=256, help="the viewer's Max res (512 is slow on CPU)")
     parser.add_argument("--window", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"))
@@ -477,7 +500,14 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
                     path = args.out.with_name(f"{args.out.stem}_{name}.png")
                     save_png(image, path)
                     log(f"{path.resolve()}: {description}")
+                    screenshot = image
                 log(f"OK: the 'slice' output shows a brain slice and follows the plane to {args.slice_offset_mm} mm")
+            for output in args.then_outputs:
+                screenshot, visibility = check_output(page, args, output, screenshot)
+                path = args.out.with_name(f"{args.out.stem}_{output}.png")
+                save_png(screenshot, path)
+                log(f"{path.resolve()}: {visibility.describe()}")
+                log(f"OK: the rendered brain ({output!r} output) is visible")
         return 0
     finally:
         if browser is not None:

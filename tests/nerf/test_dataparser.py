@@ -130,22 +130,6 @@ def test_ns_train_lists_the_method_and_its_dataparser(tmp_path):
     assert "--train-every" in result.stdout and "--prepare.image-size" in result.stdout
 
 
-@pytest.mark.slow
-def test_ns_train_parses_a_brats_root(phantom_root, tmp_path):
-    result = _ns_train(
-        "mri-mednerf", "--max-num-iterations", "1", "--vis", "tensorboard", "--output-dir", str(tmp_path / "out"),
-        "--pipeline.datamanager.train-num-rays-per-batch", "64", "--pipeline.datamanager.patch-size", "8", "--steps-per-eval-batch", "100",
-        "--steps-per-eval-image", "100", "--steps-per-eval-all-images", "100",
-        "mri-data", "--data", str(phantom_root), "--cache-dir", str(tmp_path / "cache"), "--prepare.image-size", "16",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "train: 30 views (2 subject(s) x 15)" in result.stdout
-    # During training nerfstudio asks for the "val" split: the 14 val views, none of the 43 test views.
-    assert "val: 28 views (2 subject(s) x 14)" in result.stdout
-    assert list((tmp_path / "out").rglob("config.yml"))
-
-
 def test_subject_split_trains_on_the_chosen_subjects_and_evaluates_everyone(phantom_root, parser):
     config = MRIDataParserConfig(
         data=phantom_root, cache_dir=parser.config.cache_dir, prepare=SMALL, train_subjects=("BraTS2021_00001",)

@@ -133,16 +133,10 @@ def test_brain_visibility_needs_a_bright_textured_centre():
     assert not viewer_screenshot.measure_brain_visibility(with_panel, box).visible()
 
 
-@pytest.fixture(scope="module")
-def viewer_cache(tmp_path_factory) -> Path:
-    """One prepared-template cache for the browser tests: the template is prepared once."""
-    return tmp_path_factory.mktemp("viewer-cache")
-
-
-def _screenshot(cache: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess:
-    """scripts/viewer_screenshot.py on the template with the tests' own cache, 50 training steps before the browser."""
-    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(cache), "--min-steps",
-               "50", *arguments]  # fmt: skip
+def _screenshot(out: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """scripts/viewer_screenshot.py on the template, 50 training steps before the browser."""
+    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache-dir", str(out.parent / "cache"),
+               "--min-steps", "50", *arguments]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -150,18 +144,15 @@ def _screenshot(cache: Path, out: Path, *arguments: str) -> subprocess.Completed
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
-def test_live_viewer_shows_the_brain_in_headless_chromium(viewer_cache: Path, tmp_path: Path):
+def test_live_viewer_shows_the_brain_its_slices_and_their_uncertainty_in_headless_chromium(tmp_path: Path):
+    # One browser session (its start-up and ns-train's are most of the time) picks each output in turn.
     out = tmp_path / "viewer.png"
-    result = _screenshot(viewer_cache, out, "--slice-offset-mm", "25")
+    result = _screenshot(out, "--slice-offset-mm", "25", "--then-outputs", "slice_uncertainty")
     assert "OK: the rendered brain ('volume' output) is visible" in result.stdout
     assert Image.open(out).size == (1280, 800)
     # The slice output: a brain slice on the default (coronal) plane, and another one 25 mm further.
     assert "OK: the 'slice' output shows a brain slice and follows the plane to 25 mm" in result.stdout
     assert Image.open(tmp_path / "viewer_slice.png").size == Image.open(tmp_path / "viewer_slice_25mm.png").size
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: run scripts/install_system_deps.sh")
-def test_live_viewer_shows_the_slice_uncertainty_in_headless_chromium(viewer_cache: Path, tmp_path: Path):
-    result = _screenshot(viewer_cache, tmp_path / "uncertainty.png", "--output", "slice_uncertainty")
+    # The uncertainty on that plane: a brain-shaped map, different from the slice before it.
     assert "OK: the rendered brain ('slice_uncertainty' output) is visible" in result.stdout
+    assert Image.open(tmp_path / "viewer_slice_uncertainty.png").size == (1280, 800)
