@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mri_nerfstudio.cli.demo import comparison_caveat, read_scores, score_table
+from mri_nerfstudio.cli.demo import comparison_caveat, main, read_scores, score_table
 from mri_nerfstudio.errors import MRIInputError
 
 MRI_DEMO = Path(sys.executable).parent / "mri-demo"
@@ -42,10 +42,12 @@ def test_unreadable_scores_name_the_file(tmp_path):
         read_scores(path)
 
 
-def test_bad_settings_exit_with_one_line(tmp_path):
-    result = subprocess.run([str(MRI_DEMO), "--out", str(tmp_path), "--iterations", "0"], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: --iterations must be >= 1 and --image-size >= 8, got 0, 128"]
+def test_bad_settings_exit_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--out", str(tmp_path), "--iterations", "0"])
+    assert exited.value.code == 2
+    expected = ["error: --iterations must be >= 1 and --image-size >= 8, got 0, 128"]
+    assert capsys.readouterr().err.strip().splitlines() == expected
 
 
 @pytest.mark.slow
