@@ -391,21 +391,28 @@ def view_change(before: np.ndarray, after: np.ndarray, view_box: tuple[int, int,
     return float(np.abs(crop[1] - crop[0]).mean())
 
 
-def check_output(
-    page: DevToolsPage, args: argparse.Namespace, output: str, before: np.ndarray
-) -> tuple[np.ndarray, BrainVisibility]:
-    """Pick ``output`` and wait for a brain that differs from ``before`` (the screenshot of the output shown until
-    then); raises :class:`ScreenshotError` when none comes."""
+def capture_new_brain(
+    page: DevToolsPage, args: argparse.Namespace, before: np.ndarray, failure: str
+) -> tuple[np.ndarray, BrainVisibility, float]:
+    """Screenshot until a brain shows that differs from ``before`` (grey-level change > 0.01 in the 3D view);
+    returns it, its visibility and the change, or raises :class:`ScreenshotError` starting with ``failure``."""
     view_box = tuple(page.evaluate(THREE_CANVAS_JS))
-    select_output(page, output, args.render_timeout)
     screenshot, visibility = capture_when(
         page, args, lambda image, seen: seen.visible() and view_change(before, image, view_box) > 0.01
     )
     change = view_change(before, screenshot, view_box)
     if not (visibility.visible() and change > 0.01):
-        raise ScreenshotError(
-            f"no new brain in the {output!r} output: {visibility.describe()}, changed by {change:.3f}"
-        )
+        raise ScreenshotError(f"{failure}: {visibility.describe()}, changed by {change:.3f}")
+    return screenshot, visibility, change
+
+
+def check_output(
+    page: DevToolsPage, args: argparse.Namespace, output: str, before: np.ndarray
+) -> tuple[np.ndarray, BrainVisibility]:
+    """Pick ``output`` and wait for a brain that differs from ``before`` (the screenshot of the output shown until
+    then); raises :class:`ScreenshotError` when none comes."""
+    select_output(page, output, args.render_timeout)
+    screenshot, visibility, _ = capture_new_brain(page, args, before, f"no new brain in the {output!r} output")
     return screenshot, visibility
 
 
@@ -415,18 +422,10 @@ def check_slice(
     """Pick the ``slice`` output, then move the plane by ``--slice-offset-mm``: both must show a brain slice,
     each different from the screenshot before it (``before``: the other output's). Returns (name, screenshot,
     description) for each."""
-    view_box = tuple(page.evaluate(THREE_CANVAS_JS))
     first, visibility = check_output(page, args, "slice", before)
     set_slider(page, "Slice offset (mm)", args.slice_offset_mm)
-    moved, moved_visibility = capture_when(
-        page, args, lambda screenshot, seen: seen.visible() and view_change(first, screenshot, view_box) > 0.01
-    )
-    change = view_change(first, moved, view_box)
-    if not (moved_visibility.visible() and change > 0.01):
-        raise ScreenshotError(
-            f"moving the plane to {args.slice_offset_mm} mm changed the view by {change:.3f} "
-            f"({moved_visibility.describe()})"
-        )
+    failure = f"no new brain slice after moving the plane to {args.slice_offset_mm} mm"
+    moved, moved_visibility, change = capture_new_brain(page, args, first, failure)
     return [
         ("slice", first, visibility.describe()),
         (f"slice_{args.slice_offset_mm}mm", moved, f"{moved_visibility.describe()}, changed by {change:.3f}"),
