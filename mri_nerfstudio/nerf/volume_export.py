@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -51,7 +51,7 @@ from mri_nerfstudio.volume import save_nifti
 
 GridKind = Literal["scanner", "isotropic"]
 Estimator = Literal["field", "tv-grid"]
-ESTIMATORS = ("field", "tv-grid")
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 TV_GRID_STEPS = 200
 """Adam steps of the ``tv-grid`` estimator; ``bench_volume`` and ``bench_volume_prior`` default to it (its
