@@ -173,6 +173,7 @@ def read_image(path: Path) -> nib.Nifti1Image:
     except _READ_ERRORS as error:
         message = f"cannot read image ({type(error).__name__}: {error}); expected a valid file"
         raise MRIInputError(message, path) from error
+    _check_affine(affine, path)
     return nib.Nifti1Image(data, affine)
 
 
@@ -188,6 +189,7 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> tuple[nib.
     except _READ_ERRORS as error:
         message = f"cannot read DICOM series {series.uid} ({type(error).__name__}: {error}); expected a valid series"
         raise MRIInputError(message, folder) from error
+    _check_affine(affine, folder)
     return nib.Nifti1Image(data, affine), series
 
 
@@ -210,6 +212,18 @@ def _itk_to_ras(image: "sitk.Image", path: Path) -> tuple[np.ndarray, np.ndarray
     return np.ascontiguousarray(data, dtype=np.float32), affine
 
 
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    """A voxel -> mm affine must be finite and invertible (an all-zero sform, a zero voxel size are not)."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-9:
+        raise MRIInputError(
+            f"voxel-to-world affine (sform / qform) {np.round(linear, 4).tolist()} is singular or not finite; "
+            "expected non-zero voxel sizes along three independent axes (fix the header, e.g. with "
+            "nibabel's set_sform)",
+            path,
+        )
+
+
 def _check_3d(shape: tuple[int, ...], path: Path) -> None:
     if len(shape) != 3 or min(shape) < 2:
         raise MRIInputError(f"image shape {tuple(shape)}: expected a 3D volume (at least 2 voxels per axis)", path)
@@ -219,6 +233,24 @@ def _check_finite(data: np.ndarray, path: Path) -> None:
     non_finite = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
     if non_finite:
         raise MRIInputError(f"data has {non_finite} non-finite voxels (NaN/Inf); expected finite values", path)
+
+
+def _nan_as_background(data: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
+    """``data`` with its NaN voxels set to 0, the background value, noted in ``notes``.
+
+    SPM and other tools write NaN where a resampled image has no data (outside the field of view); read as
+    0, such an image is the one those tools display. Infinite values are still refused: they are damage.
+    """
+    nan = np.isnan(data)
+    if not nan.any():
+        _check_finite(data, path)
+        return data
+    if nan.all():
+        raise MRIInputError("data is all NaN; expected an image with signal", path)
+    data = np.where(nan, np.float32(0.0), data)
+    _check_finite(data, path)
+    notes.append(f"{path.name}: {int(nan.sum())} NaN voxels ({100.0 * nan.mean():.1f} %) read as 0 (background)")
+    return data
 
 
 def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
@@ -273,6 +305,7 @@ def load_subject(
     Returns:
         A :class:`Volume` with float32 images, an int16 seg in internal labels whenever a seg file is
         present, and a bool ``mask`` when a mask file was given or found (else None: brain = reference > 0).
+        NaN voxels of a modality (outside the field of view of a resampled image) are read as 0, with a note.
         A modality or seg on another grid (shape or affine differing by more than
         :data:`GRID_TOLERANCE_MM`) is resampled onto the reference grid (trilinear; seg: nearest) with a
         warning naming its file; a mask on another grid is refused. ``loading`` holds (JSON-ready):
@@ -310,12 +343,14 @@ def load_subject(
     for role, file in layout.files.items():
         canonical = grid if role == used else nib.as_closest_canonical(read_image(file))
         data = np.asarray(canonical.dataobj, dtype=np.float32)
-        _check_finite(data, file)
         if role == "seg":
+            _check_finite(data, file)
             hints = [layout.name, *(file_stem(f) for f in layout.files.values())]
             data, convention_record = _seg_to_internal_labels(data, file, label_convention, hints, notes)
-        elif not np.any(data):
-            raise MRIInputError("data is all zero; expected an image with signal", file)
+        else:
+            data = _nan_as_background(data, file, notes)
+            if not np.any(data):
+                raise MRIInputError("data is all zero; expected an image with signal", file)
         data = _onto_grid(data, canonical, grid, file, reference_file, notes, order=0 if role == "seg" else 1)
         if role == "seg":
             seg = data.astype(np.int16)

@@ -226,17 +226,46 @@ def test_modalities_not_present_or_without_the_reference_are_rejected(phantom_su
     [
         ("t2", np.ones((8, 9), dtype=np.float32), r"shape \(8, 9\)"),
         ("t2", np.ones((8, 9, 10, 2), dtype=np.float32), r"shape \(8, 9, 10, 2\)"),
-        ("t2", np.full((8, 9, 10), np.nan, dtype=np.float32), "non-finite"),
+        ("t2", np.full((8, 9, 10), np.nan, dtype=np.float32), "all NaN"),
+        ("t2", np.full((8, 9, 10), np.inf, dtype=np.float32), "non-finite"),
         ("flair", np.zeros((40, 48, 36), dtype=np.float32), "all zero"),
         ("seg", np.full((40, 48, 36), 3, dtype=np.int16), r"seg labels \[3\] are not brats2021 labels"),
         ("seg", np.full((40, 48, 36), 5, dtype=np.int16), r"seg labels \[5\] are not brats2021 labels"),
     ],
-    ids=["2d", "4d", "nan", "all_zero", "seg_label_3_in_brats2021", "seg_label_5"],
+    ids=["2d", "4d", "all_nan", "inf", "all_zero", "seg_label_3_in_brats2021", "seg_label_5"],
 )
 def test_bad_images_are_rejected_naming_the_file(subject, key, array, expected):
     path = _rewrite(subject, key, array, np.eye(4))
 
     with pytest.raises(MRIInputError, match=expected) as error:
+        load_subject(subject)
+    assert str(path) in str(error.value)
+
+
+def test_nan_voxels_are_background_with_a_note_naming_the_file(subject, phantom_subject_dir):
+    path = _file(subject, "t2")
+    data = nib.load(path).get_fdata(dtype=np.float32)
+    outside = data == 0  # SPM writes NaN where a resampled image has no data
+    _rewrite(subject, "t2", np.where(outside, np.nan, data).astype(np.float32))
+
+    volume = load_subject(subject)
+
+    np.testing.assert_array_equal(volume.images["t2"], load_subject(phantom_subject_dir).images["t2"])
+    note = next(n for n in volume.loading["notes"] if "NaN" in n)
+    assert path.name in note and f"{int(outside.sum())} NaN voxels" in note and "read as 0" in note
+
+
+def test_a_singular_affine_is_rejected_naming_the_file(subject):
+    path = _file(subject, "t1")
+    image = nib.load(path)
+    header = image.header.copy()  # an all-zero sform that the header says to use
+    header.set_qform(None, code=0)
+    for row in ("srow_x", "srow_y", "srow_z"):
+        header[row] = 0.0
+    header["sform_code"] = 1
+    nib.save(nib.Nifti1Image(image.get_fdata(dtype=np.float32), None, header), path)
+
+    with pytest.raises(MRIInputError, match="affine .* is singular or not finite") as error:
         load_subject(subject)
     assert str(path) in str(error.value)
 
