@@ -35,7 +35,7 @@ from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.labels import check_convention_argument
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
 from mri_nerfstudio.preprocess.skull_strip import SKULL_STRIP_CHOICES
-from mri_nerfstudio.subject_files import find_subjects, input_files
+from mri_nerfstudio.subject_files import find_subjects, input_files, subject_name
 from mri_nerfstudio.volume import Volume, load_default_subject, load_subject, save_nifti
 
 CACHE_FORMAT = 2
@@ -256,7 +256,7 @@ def prepare_subject(
         progress: called with a short description before each stage.
     """
     report = progress or (lambda _message: None)
-    name = "MNI152" if source is None else (source.name.split(".")[0] if source.is_file() else source.name)
+    name = "MNI152" if source is None else subject_name(source)
     key = cache_key(source, config)
     directory = Path(cache_dir) / f"{name}-{key}"
     if (directory / "manifest.json").is_file():

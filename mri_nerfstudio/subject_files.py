@@ -2,9 +2,10 @@
 
 A subject is a folder of image files (NIfTI, NRRD, MHA / MHD), a folder holding one DICOM series, or a
 single image file. Inside a folder, a file's role (a modality, the tumour label map ``seg``, or the brain
-mask) comes from its name (BraTS 2021, BraTS 2023 and later, or plain names; case-insensitive), or from a
-``NAME=GLOB`` entry. :func:`input_files` lists every file whose bytes define a subject (a cache key's
-inputs). Reading the files is :mod:`mri_nerfstudio.volume`'s job; nothing here reads voxels.
+mask) comes from its name (BraTS 2021, BraTS 2023 and later, BIDS, or plain names; case-insensitive), or from
+a ``NAME=GLOB`` entry. A BIDS dataset's subjects are its ``anat`` folders. :func:`input_files` lists every
+file whose bytes define a subject (a cache key's inputs). Reading the files is :mod:`mri_nerfstudio.volume`'s
+job; nothing here reads voxels.
 """
 
 from __future__ import annotations
@@ -38,12 +39,18 @@ ROLE_OF_NAME: dict[str, str] = {
     "t1c": "t1ce",
     "t2w": "t2",
     "t2f": "flair",
+    "t1w": "t1",  # BIDS suffixes (T2w and FLAIR are covered above)
 }
 """Last token of a file stem, lower case, tokens split at ``-`` and ``_`` -> role: ``BraTS2021_00000_t1ce``,
-``BraTS-GLI-00000-000-t1c`` and ``T1CE`` are all t1ce, while ``*_t1ce`` is never t1 nor ``*-t2f`` t2."""
+``BraTS-GLI-00000-000-t1c`` and ``T1CE`` are all t1ce, while ``*_t1ce`` is never t1 nor ``*-t2f`` t2.
+A BIDS ``T1w`` with a contrast-agent entity (``sub-01_ce-gadolinium_T1w``) is t1ce: see :func:`role_of_name`."""
 
 MASK_NAME = re.compile(r"brain_?mask", re.IGNORECASE)
 """A file whose name contains ``brainmask`` or ``brain_mask`` is a brain mask, never a modality image."""
+
+BIDS_ANAT_FOLDERS: tuple[str, ...] = ("anat", "ses-*/anat", "sub-*/anat", "sub-*/ses-*/anat")
+"""Where a BIDS dataset, subject or session folder keeps a subject's anatomical images (globs)."""
+
 
 def image_suffix(path: Path) -> str | None:
     """The supported image suffix ``path`` ends with (case-insensitive), or None."""
@@ -63,6 +70,28 @@ def file_stem(path: Path) -> str:
     """The file name less its image suffix (the whole name for a folder or another file)."""
     suffix = image_suffix(path)
     return path.name[: -len(suffix)] if suffix else path.name
+
+
+def role_of_name(path: Path) -> str | None:
+    """The role (:data:`ROLES`) that ``path``'s file name gives away, or None (see :data:`ROLE_OF_NAME`)."""
+    stem = file_stem(path).lower()
+    role = ROLE_OF_NAME.get(re.split(r"[-_]", stem)[-1])
+    if role == "t1" and any(entity.startswith("ce-") for entity in stem.split("_")[:-1]):
+        return "t1ce"
+    return role
+
+
+def subject_name(source: Path) -> str:
+    """The name subject ``source`` goes by: a file's stem, a folder's name; for a BIDS ``anat`` folder, its
+    subject and session (``sub-01_ses-2``), since every BIDS subject keeps its images in a folder named ``anat``."""
+    source = Path(source)
+    if not source.is_dir():
+        return file_stem(source)
+    if source.name == "anat":
+        entities = [p.name for p in (source.parent.parent, source.parent) if p.name.startswith(("sub-", "ses-"))]
+        if entities:
+            return "_".join(entities)
+    return source.name
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -90,8 +119,9 @@ def find_subjects(data: Path) -> list[Path]:
 
     Args:
         data: a subject folder (image files such as ``BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``,
-            ``BraTS-GLI-XXXXX-XXX-{t1n,t1c,t2w,t2f,seg}.nii.gz`` or ``T1.nii.gz``, or the files of one DICOM
-            series), a folder of such folders (sorted by name), or a single ``.nii``, ``.nii.gz``,
+            ``BraTS-GLI-XXXXX-XXX-{t1n,t1c,t2w,t2f,seg}.nii.gz``, ``sub-XX_T1w.nii.gz`` or ``T1.nii.gz``, or the
+            files of one DICOM series), a folder of such folders (sorted by name), a BIDS dataset, subject or
+            session folder (its ``[sub-*/][ses-*/]anat`` folders, sorted), or a single ``.nii``, ``.nii.gz``,
             ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
 
     Returns:
@@ -115,6 +145,9 @@ def find_subjects(data: Path) -> list[Path]:
     subjects = sorted(p for p in entries if p.is_dir() and _is_subject_folder(p))
     if subjects:
         return subjects
+    bids = sorted({p for pattern in BIDS_ANAT_FOLDERS for p in data.glob(pattern) if _is_subject_folder(p)})
+    if bids:
+        return bids
     deeper = next(
         (p for p in data.rglob("*") if p.is_file() and (image_suffix(p) or dicom.is_dicom_file(p, IMAGE_SUFFIXES))),
         None,
@@ -213,7 +246,7 @@ def subject_files(
         if MASK_NAME.search(path.name):
             mask_files.append(path)
             continue
-        role = ROLE_OF_NAME.get(re.split(r"[-_]", file_stem(path).lower())[-1])
+        role = role_of_name(path)
         if role is None or role in claimed:
             continue
         if role in found:

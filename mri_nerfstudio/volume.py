@@ -33,6 +33,7 @@ from mri_nerfstudio.subject_files import (
     holds_a_dicom_series,
     parse_modality_globs,
     subject_files,
+    subject_name,
 )
 
 sitk = lazy_module("SimpleITK", "to read NRRD / MHA volumes")
@@ -422,14 +423,16 @@ def _locate_files(
         if globs or series is not None:
             raise MRIInputError("modality_globs and series apply to subject folders; expected a folder", path)
         _check_single_modality(path, modalities, reference)
-        return _SubjectLayout(file_stem(path), "file", {reference: path}, reference)
+        return _SubjectLayout(subject_name(path), "file", {reference: path}, reference)
     if holds_a_dicom_series(path):
         _check_single_modality(path, modalities, reference)
         unused = [f"{key}={pattern}" for key, pattern in globs.items() if key != "mask"]
         if unused:
             notes.append(f"--modality {' '.join(unused)} not used: a DICOM folder is one series, loaded as {reference}")
         found = subject_files(path, {key: p for key, p in globs.items() if key == "mask"}, use_mask_files)
-        return _SubjectLayout(path.name, "dicom", {reference: path}, reference, None, found.mask, found.mask_from)
+        return _SubjectLayout(
+            subject_name(path), "dicom", {reference: path}, reference, None, found.mask, found.mask_from
+        )
     if series is not None:
         raise MRIInputError(
             f"series {series!r}: this folder holds image files, not a DICOM series; expected --series only for a "
@@ -441,7 +444,7 @@ def _locate_files(
     note = None if used == reference else f"{reference} not found; reference falls back to {used}"
     if note:
         notes.append(note)
-    return _SubjectLayout(path.name, "folder", files, used, note, found.mask, found.mask_from)
+    return _SubjectLayout(subject_name(path), "folder", files, used, note, found.mask, found.mask_from)
 
 
 def _check_single_modality(path: Path, modalities: Sequence[str] | None, reference: str) -> None:
@@ -463,7 +466,7 @@ def _select_modalities(
     if not present:
         raise MRIInputError(
             f"no modality image found (roles {list(MODALITIES)}); expected files named like *_t1.nii.gz, "
-            "*-t1n.nii.gz or T1.nii.gz, or --modality NAME=GLOB",
+            "*-t1n.nii.gz, *_T1w.nii.gz or T1.nii.gz, or --modality NAME=GLOB",
             folder,
         )
     if modalities is None:

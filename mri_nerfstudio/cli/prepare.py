@@ -37,8 +37,8 @@ class PrepareCommand:
     """Prepare MRI subjects for mri-mednerf: load -> register -> rescale -> equalise -> 72 views."""
 
     data: Path | None = None
-    """A BraTS root, one subject folder (NIfTI / NRRD / MHA files, or one DICOM series), or one image file.
-    None: the embedded MNI152 template."""
+    """A BraTS root, one subject folder (NIfTI / NRRD / MHA files, or one DICOM series), a BIDS dataset (its
+    anat folders), or one image file. None: the embedded MNI152 template."""
     out: Path = field(default_factory=default_cache_dir)
     """Cache folder for prepared subjects (one sub-folder per subject and settings)."""
     shard_index: int = 0

@@ -69,7 +69,7 @@ class MRIDataParserConfig(DataParserConfig):
 
     _target: Type = field(default_factory=lambda: MRIDataParser)
     data: Path = Path(DEFAULT_SUBJECT)
-    """A BraTS 2021 root, a subject folder, a NIfTI/NRRD/MHA file, or 'default' for the embedded MNI152 template."""
+    """A BraTS root, a subject folder, a BIDS dataset, a NIfTI/NRRD/MHA file, or 'default' (the MNI152 template)."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where prepared subjects are cached (keyed by a hash of the inputs and the settings)."""
     train_every: int = DEFAULT_TRAIN_EVERY
