@@ -23,9 +23,11 @@ MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 """Modality names (BraTS 2021's), in the order used for encoder channels and for the reference fallback."""
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+NIBABEL_SUFFIXES: tuple[str, ...] = (*NIFTI_SUFFIXES, ".mgz", ".mgh")
+"""File types read with nibabel: NIfTI, and FreeSurfer's MGH / MGZ (``T1.mgz``, ``orig.mgz``)."""
 ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
 """File types read with SimpleITK (LPS physical space, converted to RAS on reading)."""
-IMAGE_SUFFIXES: tuple[str, ...] = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)
+IMAGE_SUFFIXES: tuple[str, ...] = (*NIBABEL_SUFFIXES, *ITK_SUFFIXES)
 
 ROLES: tuple[str, ...] = (*MODALITIES, "seg")
 """What an image file of a subject folder can be: a modality or the tumour label map."""

@@ -26,7 +26,7 @@ from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.subject_files import (
     MODALITIES,
-    NIFTI_SUFFIXES,
+    NIBABEL_SUFFIXES,
     check_suffix,
     file_stem,
     find_subjects,
@@ -153,14 +153,14 @@ _READ_ERRORS = (
 def read_image(path: Path) -> nib.Nifti1Image:
     """Read one image file as it is stored: [X', Y', Z'] float32 data (in memory) and its voxel -> RAS mm affine.
 
-    NIfTI is read with nibabel (sform, else qform). NRRD/MHA/MHD are read with SimpleITK and their
-    LPS geometry (direction, spacing, origin) converted exactly to a RAS affine. A 4D image whose
-    fourth axis has length 1 is squeezed to 3D; anything else that is not 3D is rejected.
+    NIfTI is read with nibabel (sform, else qform), FreeSurfer MGH / MGZ too (its vox2ras). NRRD/MHA/MHD are
+    read with SimpleITK and their LPS geometry (direction, spacing, origin) converted exactly to a RAS affine.
+    A 4D image whose fourth axis has length 1 is squeezed to 3D; anything else that is not 3D is rejected.
     """
     path = Path(path)
     suffix = check_suffix(path)
     try:
-        if suffix in NIFTI_SUFFIXES:
+        if suffix in NIBABEL_SUFFIXES:
             image = nib.load(path)
             shape = image.shape
             if len(shape) == 4 and shape[3] == 1:
@@ -226,6 +226,13 @@ def _check_affine(affine: np.ndarray, path: Path) -> None:
 
 
 def _check_3d(shape: tuple[int, ...], path: Path) -> None:
+    if len(shape) == 4 and shape[3] > 1:
+        raise MRIInputError(
+            f"image shape {tuple(shape)}: {shape[3]} volumes in one file (modalities stacked as channels, as in the "
+            "Medical Segmentation Decathlon, or a time series); expected a 3D volume, one file per modality "
+            "(split it, e.g. with nibabel's four_to_three or fslsplit)",
+            path,
+        )
     if len(shape) != 3 or min(shape) < 2:
         raise MRIInputError(f"image shape {tuple(shape)}: expected a 3D volume (at least 2 voxels per axis)", path)
 

@@ -117,6 +117,19 @@ def test_nrrd_and_mha_load_like_the_same_nifti(tmp_path, linear):
         assert other.scanner_shape == (6, 7, 8)
 
 
+def test_freesurfer_mgz_loads_like_the_same_nifti(tmp_path):
+    affine = np.array([[-1.0, 0, 0, 128], [0, 0, 1.0, -128], [0, -1.0, 0, 128], [0, 0, 0, 1]])  # FreeSurfer's LIA
+    data = np.random.default_rng(0).uniform(1.0, 2.0, size=(6, 7, 8)).astype(np.float32)
+    save_nifti(data, affine, tmp_path / "T1.nii.gz")
+    nib.save(nib.MGHImage(data, affine), tmp_path / "T1.mgz")
+
+    mgz, nifti = load_subject(tmp_path / "T1.mgz"), load_subject(tmp_path / "T1.nii.gz")
+
+    assert find_subjects(tmp_path / "T1.mgz") == [tmp_path / "T1.mgz"] and mgz.name == "T1"
+    np.testing.assert_array_equal(mgz.images["t1"], nifti.images["t1"])
+    np.testing.assert_allclose(mgz.scanner_affine, affine, atol=1e-5)
+
+
 def test_scanner_space_round_trips_exactly_to_the_file(phantom_subject_dir):
     volume = load_subject(phantom_subject_dir)
 
@@ -225,7 +238,7 @@ def test_modalities_not_present_or_without_the_reference_are_rejected(phantom_su
     "key, array, expected",
     [
         ("t2", np.ones((8, 9), dtype=np.float32), r"shape \(8, 9\)"),
-        ("t2", np.ones((8, 9, 10, 2), dtype=np.float32), r"shape \(8, 9, 10, 2\)"),
+        ("t2", np.ones((8, 9, 10, 2), dtype=np.float32), r"shape \(8, 9, 10, 2\): 2 volumes in one file"),
         ("t2", np.full((8, 9, 10), np.nan, dtype=np.float32), "all NaN"),
         ("t2", np.full((8, 9, 10), np.inf, dtype=np.float32), "non-finite"),
         ("flair", np.zeros((40, 48, 36), dtype=np.float32), "all zero"),
