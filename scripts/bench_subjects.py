@@ -7,9 +7,10 @@ does what it learned carry to brains it never saw (from their scans alone, then 
 Protocol:
 
 - Data: ``--data`` (``../shared/data/ixi-t1``): real whole-head T1s with reference brain masks, prepared with
-  those masks. A root of subject folders is made of symbolic links under ``--out`` (the scans are only
-  read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443, IXI452, IXI481, IXI508
-  with the defaults); the others train, 15 views each.
+  those masks; or a root of subject folders (``../shared/data/brats2013-glioma``: glioma patients, T1ce and
+  FLAIR, z-scored, with brain masks). A root of subject folders is made of symbolic links under ``--out``
+  (the scans are only read). Held out, by name: the last ``--held-out`` subjects (IXI396, IXI437, IXI443,
+  IXI452, IXI481, IXI508 with the defaults); the others train, 15 views each.
 - Training: this machine's shipped method (``mri-mednerf-gpu`` with CUDA, else ``mri-mednerf``) at
   ``--image-size`` px, ``--steps`` for the full part and ``--arm-steps`` for the arms (600 and 200 by default,
   so that the whole bench fits in an hour on two CPU cores).
@@ -71,6 +72,7 @@ from mri_nerfstudio.nerf.single_view import (
 )
 from mri_nerfstudio.nerf.single_view_settings import SingleViewSettings
 from mri_nerfstudio.nerf.training_config import shipped_config
+from mri_nerfstudio.subject_files import find_subjects, subject_name
 from mri_nerfstudio.view_split import orbit_view_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi-t1"
@@ -131,7 +133,8 @@ ARMS = (
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA,
-                        help="folder of <ID>_T1.nii.gz + <ID>_brainmask.nii.gz files")
+                        help="folder of IXI <ID>-*_T1.nii.gz + <ID>-*_brainmask.nii.gz files, or a root of subject "
+                        "folders (e.g. ../shared/data/brats2013-glioma)")
     parser.add_argument("--subjects", type=int, default=30, help="subjects used, the first by name")
     parser.add_argument("--held-out", type=int, default=6, help="of which held out: the last by name")
     parser.add_argument("--image-size", type=int, default=64, help="view size, px")
@@ -161,13 +164,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     if not 1 <= args.held_out < args.subjects:
         parser.error(f"--held-out must be in 1..{args.subjects - 1}")
     if not args.data.is_dir():
-        parser.error(f"--data {args.data}: no such folder (the IXI T1s of ../shared/data/ixi-t1)")
+        parser.error(f"--data {args.data}: no such folder (e.g. the IXI T1s of ../shared/data/ixi-t1)")
     return args
 
 
 def subject_root(data: Path, count: int, root: Path) -> list[str]:
-    """``root/<ID>/`` with links to ``<ID>-*_T1.nii.gz`` and its brain mask, for the first ``count`` IDs by name."""
+    """``root/<name>`` for the first ``count`` subjects of ``data`` by name, and their names: from a folder of IXI
+    scans, a folder of links to ``<ID>-*_T1.nii.gz`` and its brain mask; from a root of subject folders, a link
+    to each folder."""
     scans = sorted(data.glob("IXI*_T1.nii.gz"))
+    if not scans:
+        return _linked_subject_folders(data, count, root)
     if len(scans) < count:
         raise MRIInputError(f"{len(scans)} *_T1.nii.gz files, --subjects asks for {count}", data)
     names = []
@@ -183,6 +190,20 @@ def subject_root(data: Path, count: int, root: Path) -> list[str]:
             if not link.is_symlink():
                 link.symlink_to(source.resolve())
         names.append(name)
+    return names
+
+
+def _linked_subject_folders(data: Path, count: int, root: Path) -> list[str]:
+    folders = [path for path in find_subjects(data) if path.is_dir()]
+    if len(folders) < count:
+        raise MRIInputError(f"{len(folders)} subject folders, --subjects asks for {count}", data)
+    root.mkdir(parents=True, exist_ok=True)
+    names = []
+    for folder in folders[:count]:
+        link = root / subject_name(folder)
+        if not link.is_symlink():
+            link.symlink_to(folder.resolve(), target_is_directory=True)
+        names.append(link.name)
     return names
 
 

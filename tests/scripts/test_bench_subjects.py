@@ -25,6 +25,16 @@ def test_subject_root_links_each_scan_and_its_mask_and_changes_nothing(ixi_like_
         bench_subjects.subject_root(ixi_like_folder, 5, tmp_path / "other")
 
 
+def test_a_root_of_subject_folders_is_linked_folder_by_folder(phantom_root, tmp_path):
+    names = bench_subjects.subject_root(phantom_root, 2, tmp_path / "root")
+
+    assert names == ["BraTS2021_00000", "BraTS2021_00001"]
+    assert [(tmp_path / "root" / name).resolve() for name in names] == [phantom_root / name for name in names]
+    assert bench_subjects.subject_root(phantom_root, 2, tmp_path / "root") == names  # a re-run reuses the links
+    with pytest.raises(MRIInputError, match="subject folders, --subjects asks for 99"):
+        bench_subjects.subject_root(phantom_root, 99, tmp_path / "other")
+
+
 def test_paired_differences_subtract_the_reference_arm_seed_by_seed():
     def run(arm, seed, psnr):
         group = {"psnr": psnr, "ssim": 0.9, "fid": 10.0, "kid": 0.01}
