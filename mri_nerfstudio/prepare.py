@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -35,7 +36,7 @@ from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.labels import check_convention_argument
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
 from mri_nerfstudio.preprocess.skull_strip import SKULL_STRIP_CHOICES
-from mri_nerfstudio.subject_files import find_subjects, input_files, subject_name
+from mri_nerfstudio.subject_files import find_subjects, input_files, select_subjects, subject_name
 from mri_nerfstudio.volume import Volume, load_default_subject, load_subject, save_nifti
 
 CACHE_FORMAT = 2
@@ -161,6 +162,11 @@ def subject_sources(data: Path | None) -> list[Path | None]:
     return find_subjects(Path(data))
 
 
+def source_name(source: Path | None) -> str:
+    """The name of subject ``source`` (:func:`subject_sources`): ``MNI152`` for the embedded default."""
+    return "MNI152" if source is None else subject_name(source)
+
+
 def cache_key(source: Path | None, config: PrepareConfig) -> str:
     """Hash of the input files' bytes (every data file of a header-plus-data format, and a given mask) and
     every setting: equal keys mean an identical prepared subject."""
@@ -256,7 +262,7 @@ def prepare_subject(
         progress: called with a short description before each stage.
     """
     report = progress or (lambda _message: None)
-    name = "MNI152" if source is None else subject_name(source)
+    name = source_name(source)
     key = cache_key(source, config)
     directory = Path(cache_dir) / f"{name}-{key}"
     if (directory / "manifest.json").is_file():
@@ -299,8 +305,10 @@ def prepare_subjects(
     config: PrepareConfig = PrepareConfig(),
     progress: Callable[[str], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    subjects: Sequence[str] = (),
 ) -> list[PreparedSubject]:
-    """Prepare every subject that ``data`` names; ``shard=(i, n)`` keeps subjects i, i+n, i+2n, ...
+    """Prepare the subjects that ``data`` names (``subjects``: only these, see :func:`select_subjects`);
+    ``shard=(i, n)`` keeps subjects i, i+n, i+2n, ... of them.
 
     Sharding lets a cluster array job (e.g. Slurm) prepare a large BraTS root in parallel, one
     process per shard, into a shared cache.
@@ -309,6 +317,9 @@ def prepare_subjects(
     if not 0 <= index < count:
         raise MRIInputError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     sources = subject_sources(data)
+    if subjects:
+        names = [source_name(source) for source in sources]
+        sources = [sources[i] for i in select_subjects(names, subjects, "subjects", data)]
     if config.mask is not None and len(sources) != 1:
         raise MRIInputError(
             f"mask: one file cannot be the brain mask of {len(sources)} subjects; put a *brainmask* file in "

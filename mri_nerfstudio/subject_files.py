@@ -162,6 +162,32 @@ def find_subjects(data: Path) -> list[Path]:
     )
 
 
+def select_subjects(
+    names: Sequence[str], selection: Sequence[str], setting: str, data: Path | None = None
+) -> list[int]:
+    """Indices into ``names`` that ``selection`` picks, in ``names`` order: all when it is empty; one number N:
+    the first N by name; else the subjects of those names.
+
+    Raises:
+        MRIInputError: N outside 1..len(names), or a name not in ``names`` (naming the option ``setting`` and
+            the ``data`` the names come from).
+    """
+    if not selection:
+        return list(range(len(names)))
+    if len(selection) == 1 and str(selection[0]).isdigit():
+        count = int(selection[0])
+        if not 1 <= count <= len(names):
+            raise MRIInputError(
+                f"{setting}: {count} requested, expected 1..{len(names)} (the data has {len(names)})", data
+            )
+        return sorted(sorted(range(len(names)), key=lambda i: names[i])[:count])
+    missing = [name for name in selection if name not in names]
+    if missing:
+        shown = ", ".join(sorted(names)[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        raise MRIInputError(f"{setting}: {missing} not in the data; its subjects are {shown}", data)
+    return [i for i, name in enumerate(names) if name in selection]
+
+
 @dataclass(frozen=True)
 class SubjectFiles:
     """The files of one subject folder, by what they hold.

@@ -148,6 +148,17 @@ def test_shards_split_the_subjects(phantom_root, tmp_path):
         prepare_subjects(phantom_root, tmp_path, SMALL, shard=(2, 2))
 
 
+def test_only_the_chosen_subjects_are_prepared(phantom_root, tmp_path):
+    (chosen,) = prepare_subjects(phantom_root, tmp_path, SMALL, subjects=("BraTS2021_00001",))
+
+    assert chosen.name == "BraTS2021_00001"
+    assert [p.name for p in tmp_path.iterdir()] == [chosen.directory.name]  # the other subject is not prepared
+    assert [s.name for s in prepare_subjects(phantom_root, tmp_path, SMALL, subjects=("1",))] == ["BraTS2021_00000"]
+    with pytest.raises(MRIInputError, match=r"subjects: \['BraTS2021_00009'\] not in the data") as error:
+        prepare_subjects(phantom_root, tmp_path, SMALL, subjects=("BraTS2021_00009",))
+    assert str(phantom_root) in str(error.value)
+
+
 def test_load_prepared_rejects_other_formats(prepared, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()

@@ -5,9 +5,17 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
-from mri_nerfstudio.subject_files import find_subjects, input_files, subject_files, subject_name
+from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.subject_files import (
+    find_subjects,
+    input_files,
+    select_subjects,
+    subject_files,
+    subject_name,
+)
 from mri_nerfstudio.volume import load_subject
 
 
@@ -85,3 +93,17 @@ def test_bids_suffixes_and_the_contrast_entity_give_the_roles(tmp_path, phantom_
     volume = load_subject(anat)
     assert volume.name == "sub-01" and volume.modalities == ["t1", "t1ce", "flair"]
     np.testing.assert_array_equal(volume.images["t1ce"], load_subject(phantom_subject_dir).images["t1ce"])
+
+
+def test_subjects_are_selected_by_count_in_name_order_or_by_name(tmp_path):
+    names = ["c", "a", "b"]
+
+    assert select_subjects(names, (), "subjects") == [0, 1, 2]
+    assert select_subjects(names, ("2",), "subjects") == [1, 2]  # a and b, kept in the data's order
+    assert select_subjects(names, ("c", "a"), "subjects") == [0, 1]
+    with pytest.raises(MRIInputError, match=r"train_subjects: 4 requested, expected 1..3") as error:
+        select_subjects(names, ("4",), "train_subjects", tmp_path)
+    assert str(tmp_path) in str(error.value)
+    many = [f"s{i:04d}" for i in range(1251)]  # BraTS 2021's size: the error lists ten, and the count
+    with pytest.raises(MRIInputError, match=r"\['x'\] not in the data; its subjects are s0000, .*s0009, \.\.\. \(1251"):
+        select_subjects(many, ("x",), "subjects")

@@ -9,6 +9,7 @@ Examples::
     mri-prepare --data dicom/series_folder/ --out prepared/                  # one DICOM series
     mri-prepare --data subject/ --modality 't1=*MPRAGE*.nii.gz' 'flair=*FLAIR*.nii.gz' --out prepared/
     mri-prepare --out prepared/                        # the embedded MNI152 template
+    mri-prepare --data brats/ --out prepared/ --subjects 40             # the first 40 subjects by name
     mri-prepare --data brats/ --out prepared/ --shard-index $SLURM_ARRAY_TASK_ID --shard-count 8
 
 The brain mask comes from --mask, else a *brainmask* / *brain_mask* file in the subject folder, else the
@@ -24,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Tuple
 
 import tyro
 
@@ -41,6 +42,9 @@ class PrepareCommand:
     anat folders), or one image file. None: the embedded MNI152 template."""
     out: Path = field(default_factory=default_cache_dir)
     """Cache folder for prepared subjects (one sub-folder per subject and settings)."""
+    subjects: Tuple[str, ...] = ()
+    """Subjects to prepare: empty = all; one number N = the first N (sorted by name); else subject names (the
+    names ns-train's --subjects and --train-subjects take)."""
     shard_index: int = 0
     """This process prepares subjects shard_index, shard_index + shard_count, ... (cluster array jobs)."""
     shard_count: int = 1
@@ -56,6 +60,7 @@ def run(command: PrepareCommand) -> None:
         command.settings,
         progress=lambda message: print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True),
         shard=(command.shard_index, command.shard_count),
+        subjects=command.subjects,
     )
     for subject in prepared:
         n, height, width = subject.images.shape

@@ -34,6 +34,7 @@ from rich.console import Console
 from mri_nerfstudio.encoder_input import DEFAULT_GRID_SIZE, cached_encoder_input
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.prepare import DEFAULT_SUBJECT, PrepareConfig, PreparedSubject, default_cache_dir, prepare_subjects
+from mri_nerfstudio.subject_files import select_subjects
 from mri_nerfstudio.view_split import (
     DEFAULT_TRAIN_EVERY,
     DEFAULT_VAL_EVERY,
@@ -84,9 +85,12 @@ class MRIDataParserConfig(DataParserConfig):
     train_view_subset: Tuple[int, ...] = ()
     """Orbit view indices to train on, a subset of the train split (an ensemble member's views, see
     mri-export --uncertainty-members); empty: the whole train split. Val and test are unchanged."""
+    subjects: Tuple[str, ...] = ()
+    """Subjects of the data to prepare and use: empty = all; one number N = the first N (sorted by name); else
+    subject names. For a quick run on a large root: --subjects 40 --train-subjects 30 prepares 40 of them."""
     train_subjects: Tuple[str, ...] = ()
-    """Subjects to train on: empty = all; one number N = the first N (sorted by name); else subject names.
-    The others are held out: never trained on, evaluated on their held-out views."""
+    """Subjects to train on, among those used: empty = all; one number N = the first N (sorted by name); else
+    subject names. The others are held out: never trained on, evaluated on their held-out views."""
     encoder_grid_size: int = DEFAULT_GRID_SIZE
     """Cells per axis of the slice encoder's working grid (a multiple of 8)."""
 
@@ -118,6 +122,7 @@ class MRIDataParser(DataParser):
                 self.config.cache_dir,
                 self.config.prepare,
                 progress=lambda message: CONSOLE.print(f"[mri-data] {message}", markup=False),
+                subjects=self.config.subjects,
             )
         return self._subjects
 
@@ -139,7 +144,7 @@ class MRIDataParser(DataParser):
     def training_subjects(self) -> list[int]:
         """Indices (into :attr:`subjects`) of the subjects trained on, from ``train_subjects``."""
         names = [subject.name for subject in self.subjects]
-        return select_training_subjects(names, self.config.train_subjects)
+        return select_subjects(names, self.config.train_subjects, "train_subjects", self.config.data)
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         indices = self.view_indices(split)
@@ -208,19 +213,3 @@ class MRIDataParser(DataParser):
             "encoder_present": torch.from_numpy(np.stack([item.present for item in inputs])),
             "encoder_spacing_mm": torch.from_numpy(np.stack([item.spacing_mm for item in inputs])),
         }
-
-
-def select_training_subjects(names: list[str], selection: Tuple[str, ...]) -> list[int]:
-    """Indices into ``names`` of the training subjects (see ``MRIDataParserConfig.train_subjects``)."""
-    if not selection:
-        return list(range(len(names)))
-    if len(selection) == 1 and selection[0].isdigit():
-        count = int(selection[0])
-        if not 1 <= count <= len(names):
-            raise MRIInputError(f"train_subjects: {count} requested, expected 1..{len(names)} (the data has {len(names)})")
-        order = sorted(range(len(names)), key=lambda i: names[i])
-        return sorted(order[:count])
-    missing = [name for name in selection if name not in names]
-    if missing:
-        raise MRIInputError(f"train_subjects: {missing} not in the data; its subjects are {names}")
-    return [i for i, name in enumerate(names) if name in selection]

@@ -134,6 +134,16 @@ def test_subject_split_trains_on_the_chosen_subjects_and_evaluates_everyone(phan
     assert first_n.setup().training_subjects() == [0]
 
 
+def test_subjects_limits_what_is_prepared_and_evaluated(phantom_root, parser):
+    config = MRIDataParserConfig(
+        data=phantom_root, cache_dir=parser.config.cache_dir, prepare=SMALL, subjects=("BraTS2021_00001",)
+    )
+    dataparser = config.setup()
+    test = dataparser.get_dataparser_outputs("test")
+    assert [subject.name for subject in dataparser.subjects] == ["BraTS2021_00001"]
+    assert len(test.cameras) == 43 and dataparser.training_subjects() == [0]
+
+
 def test_encoder_inputs_of_every_subject_are_in_the_metadata_and_cached(parser):
     metadata = parser.get_dataparser_outputs("train").metadata
     assert metadata["encoder_scans"].shape == (2, 4, 32, 32, 32)
