@@ -555,7 +555,9 @@ def _load_mask(
     if not_binary.any():
         examples = [float(v) for v in np.unique(data[not_binary])[:5]]
         raise MRIInputError(
-            f"mask values {examples} are not 0 or 1 (within {MASK_VALUE_TOLERANCE}); expected a binary brain mask",
+            f"mask values {examples} are not 0 or 1 (within {MASK_VALUE_TOLERANCE}); expected a binary brain mask "
+            "(a skull-stripped image such as FreeSurfer's brainmask.mgz is not one: --no-mask-files ignores the "
+            "folder's mask files)",
             file,
         )
     if not _same_grid(canonical, grid):

@@ -669,7 +669,7 @@ def test_a_mask_on_another_grid_is_refused_naming_both_grids(subject, tmp_path):
 
 @pytest.mark.parametrize(
     "values, expected",
-    [(0, "mask is empty; expected brain voxels"), (255, r"mask values \[255.0\] are not 0 or 1")],
+    [(0, "mask is empty; expected brain voxels"), (255, r"mask values \[255.0\] are not 0 or 1.*--no-mask-files")],
     ids=["empty", "not_binary"],
 )
 def test_an_empty_or_non_binary_mask_is_refused(subject, values, expected):
@@ -679,3 +679,16 @@ def test_an_empty_or_non_binary_mask_is_refused(subject, values, expected):
     with pytest.raises(MRIInputError, match=expected) as error:
         load_subject(subject)
     assert str(path) in str(error.value)
+
+
+def test_a_freesurfer_mri_folder_says_how_to_skip_its_brainmask_mgz(tmp_path, subject):
+    t1 = nib.load(_file(subject, "t1"))
+    folder = tmp_path / "mri"  # FreeSurfer's: brainmask.mgz is the skull-stripped T1, not a binary mask
+    folder.mkdir()
+    nib.save(nib.MGHImage(t1.get_fdata(dtype=np.float32), t1.affine), folder / "T1.mgz")
+    nib.save(nib.MGHImage(t1.get_fdata(dtype=np.float32) * 0.9, t1.affine), folder / "brainmask.mgz")
+
+    with pytest.raises(MRIInputError, match="--no-mask-files"):
+        load_subject(folder)
+    volume = load_subject(folder, use_mask_files=False)
+    assert volume.modalities == ["t1"] and volume.mask is None and volume.name == "mri"
