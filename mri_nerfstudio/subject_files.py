@@ -1,7 +1,7 @@
 """Which files make a subject, and what each one holds.
 
-A subject is a folder of image files (NIfTI, NRRD, MHA / MHD), a folder holding one DICOM series, or a
-single image file. Inside a folder, a file's role (a modality, the tumour label map ``seg``, or the brain
+A subject is a folder of image files (NIfTI, FreeSurfer MGZ, NRRD, MHA / MHD), a folder holding one DICOM
+series, or a single image file. Inside a folder, a file's role (a modality, the tumour label map ``seg``, or the brain
 mask) comes from its name (BraTS 2021, BraTS 2023 and later, BIDS, or plain names; case-insensitive), or from
 a ``NAME=GLOB`` entry. A BIDS dataset's subjects are its ``anat`` folders. :func:`input_files` lists every
 file whose bytes define a subject (a cache key's inputs). Reading the files is :mod:`mri_nerfstudio.volume`'s
@@ -124,7 +124,7 @@ def find_subjects(data: Path) -> list[Path]:
             ``BraTS-GLI-XXXXX-XXX-{t1n,t1c,t2w,t2f,seg}.nii.gz``, ``sub-XX_T1w.nii.gz`` or ``T1.nii.gz``, or the
             files of one DICOM series), a folder of such folders (sorted by name), a BIDS dataset, subject or
             session folder (its ``[sub-*/][ses-*/]anat`` folders, sorted), or a single ``.nii``, ``.nii.gz``,
-            ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
+            ``.mgz``, ``.mgh``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
 
     Returns:
         Paths to pass to :func:`load_subject`, one per subject.
