@@ -5,11 +5,12 @@ Examples::
     mri-prepare --data brats/ --out prepared/          # a BraTS 2021 / 2023 root, one folder per subject
     mri-prepare --data BraTS2021_00000/ --out prepared/
     mri-prepare --data IXI002-Guys_T1.nii.gz --out prepared/                 # a whole-head scan: brain extracted
+    mri-prepare --data ds000001/ --out prepared/                             # a BIDS dataset: its anat folders
     mri-prepare --data T1.nii.gz --mask brain.nii.gz --out prepared/         # a brain mask of your own
     mri-prepare --data dicom/series_folder/ --out prepared/                  # one DICOM series
     mri-prepare --data subject/ --modality 't1=*MPRAGE*.nii.gz' 'flair=*FLAIR*.nii.gz' --out prepared/
     mri-prepare --out prepared/                        # the embedded MNI152 template
-    mri-prepare --data brats/ --out prepared/ --subjects 40             # the first 40 subjects by name
+    mri-prepare --data brats/ --out prepared/ --subjects 40                  # the first 40 subjects by name
     mri-prepare --data brats/ --out prepared/ --shard-index $SLURM_ARRAY_TASK_ID --shard-count 8
 
 The brain mask comes from --mask, else a *brainmask* / *brain_mask* file in the subject folder, else the
