@@ -250,14 +250,12 @@ def _nan_as_background(data: np.ndarray, path: Path, notes: list[str]) -> np.nda
     0, such an image is the one those tools display. Infinite values are still refused: they are damage.
     """
     nan = np.isnan(data)
-    if not nan.any():
-        _check_finite(data, path)
-        return data
     if nan.all():
         raise MRIInputError("data is all NaN; expected an image with signal", path)
-    data = np.where(nan, np.float32(0.0), data)
+    if nan.any():
+        data = np.where(nan, np.float32(0.0), data)
+        notes.append(f"{path.name}: {int(nan.sum())} NaN voxels ({100.0 * nan.mean():.1f} %) read as 0 (background)")
     _check_finite(data, path)
-    notes.append(f"{path.name}: {int(nan.sum())} NaN voxels ({100.0 * nan.mean():.1f} %) read as 0 (background)")
     return data
 
 
