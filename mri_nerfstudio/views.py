@@ -3,12 +3,13 @@
 World frame
 -----------
 The preprocessed volume lives in RAS millimetres (array axes and world axes point to the subject's
-Right, Anterior, Superior). World coordinates are ``(RAS mm - centre) / radius``, where ``centre``
-is the centre of the brain mask's bounding box and ``radius`` the largest distance of a mask voxel
-centre from it, times a margin (1.05): the brain fits in the unit sphere and the scene box is
-``[-1, 1]^3``. World +X = Right, +Y = Anterior, +Z = Superior, so nerfstudio's world-up (+Z) is the
-subject's superior direction and the orbit around the superior-inferior axis is an orbit around
-world Z.
+Right, Anterior, Superior). World coordinates are ``rotation @ (RAS mm - centre) / radius``, where
+``rotation`` is the identity (the scanner's axes) or the head's pose (:mod:`mri_nerfstudio.head_pose`:
+the brain's own axes, as MNI152's), ``centre`` is the centre of the brain mask's bounding box in those
+axes and ``radius`` the largest distance of a mask voxel centre from it, times a margin (1.05): the
+brain fits in the unit sphere and the scene box is ``[-1, 1]^3``. World +X = Right, +Y = Anterior,
++Z = Superior, so nerfstudio's world-up (+Z) is the subject's superior direction and the orbit around
+the superior-inferior axis is an orbit around world Z.
 
 Cameras
 -------
@@ -45,9 +46,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import ArrayLike
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from mri_nerfstudio.errors import MRIInputError
@@ -78,16 +79,20 @@ SAMPLES_PER_CHUNK = 1 << 23
 
 @dataclass(frozen=True)
 class SceneNormalization:
-    """The similarity between RAS millimetres and the world frame: ``world = (ras - centre) / radius``.
+    """The similarity between RAS millimetres and the world frame: ``world = rotation @ (ras - centre) / radius``.
 
     Attributes:
-        centre_mm: [3] RAS mm, the centre of the brain mask's bounding box.
+        centre_mm: [3] RAS mm, the centre of the brain mask's bounding box (in the rotated axes).
         radius_mm: mm, the radius of the sphere around ``centre_mm`` that holds the brain (margin
             included); it maps to the unit sphere.
+        rotation: [3, 3] rotation (det +1) from scanner RAS directions to world directions, row-major: the
+            identity keeps the scanner's axes; a head pose (:mod:`mri_nerfstudio.head_pose`) turns the
+            brain's own axes onto the world's.
     """
 
     centre_mm: tuple[float, float, float]
     radius_mm: float
+    rotation: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
     def __post_init__(self) -> None:
         centre = tuple(float(c) for c in np.asarray(self.centre_mm, dtype=np.float64).reshape(-1))
@@ -95,20 +100,30 @@ class SceneNormalization:
             raise ValueError(f"centre_mm must be 3 finite numbers, got {self.centre_mm}")
         if not (self.radius_mm > 0 and math.isfinite(self.radius_mm)):
             raise ValueError(f"radius_mm must be finite and > 0, got {self.radius_mm}")
-        object.__setattr__(self, "centre_mm", centre)  # frozen: normalise arrays and lists to a tuple
+        rotation = np.asarray(self.rotation, dtype=np.float64)
+        if (
+            rotation.shape != (3, 3)
+            or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-5)
+            or not np.linalg.det(rotation) > 0
+        ):
+            raise ValueError(f"rotation must be a [3, 3] rotation matrix (orthonormal, det +1), got {self.rotation}")
+        # frozen: normalise arrays and lists to tuples
+        object.__setattr__(self, "centre_mm", centre)
         object.__setattr__(self, "radius_mm", float(self.radius_mm))
+        object.__setattr__(self, "rotation", tuple(tuple(float(v) for v in row) for row in rotation))
 
     def world_from_ras(self) -> np.ndarray:
         """[4, 4] float64: RAS mm -> world units."""
+        rotation = np.asarray(self.rotation)
         transform = np.eye(4)
-        transform[:3, :3] /= self.radius_mm
-        transform[:3, 3] = -np.asarray(self.centre_mm) / self.radius_mm
+        transform[:3, :3] = rotation / self.radius_mm
+        transform[:3, 3] = -rotation @ np.asarray(self.centre_mm) / self.radius_mm
         return transform
 
     def ras_from_world(self) -> np.ndarray:
         """[4, 4] float64: world units -> RAS mm (the inverse of :meth:`world_from_ras`)."""
         transform = np.eye(4)
-        transform[:3, :3] *= self.radius_mm
+        transform[:3, :3] = np.asarray(self.rotation).T * self.radius_mm
         transform[:3, 3] = self.centre_mm
         return transform
 
@@ -116,14 +131,33 @@ class SceneNormalization:
         """[4, 4] float64: voxel indices of a grid with ``affine`` (voxel -> RAS mm) -> world units."""
         return self.world_from_ras() @ np.asarray(affine, dtype=np.float64)
 
+    def to_json(self) -> dict:
+        """The normalisation as plain JSON values (and its ``world_from_ras`` matrix, for people)."""
+        return {
+            "centre_mm": list(self.centre_mm),
+            "radius_mm": self.radius_mm,
+            "rotation": [list(row) for row in self.rotation],
+            "world_from_ras": self.world_from_ras().tolist(),
+        }
 
-def scene_normalization(mask: np.ndarray, affine: np.ndarray, margin: float = 1.05) -> SceneNormalization:
+    @classmethod
+    def from_json(cls, values: dict) -> SceneNormalization:
+        """The inverse of :meth:`to_json`; a folder prepared before rotations were recorded reads as the identity."""
+        rotation = values.get("rotation")
+        return cls(values["centre_mm"], float(values["radius_mm"]), *([] if rotation is None else [rotation]))
+
+
+def scene_normalization(
+    mask: np.ndarray, affine: np.ndarray, margin: float = 1.05, rotation: np.ndarray | None = None
+) -> SceneNormalization:
     """The bounding sphere of a brain mask, enlarged by ``margin``.
 
     Args:
         mask: [X, Y, Z] bool brain mask.
         affine: [4, 4] voxel index -> RAS mm.
         margin: factor >= 1 on the radius, so the brain's rim stays off the sphere.
+        rotation: [3, 3] scanner RAS -> world directions (None: the identity); the bounding box is taken
+            along the rotated axes.
 
     Returns:
         The normalization that puts every mask voxel centre inside the unit sphere.
@@ -136,15 +170,17 @@ def scene_normalization(mask: np.ndarray, affine: np.ndarray, margin: float = 1.
         raise ValueError(f"affine must be [4, 4], got shape {affine.shape}")
     if not margin >= 1.0:
         raise ValueError(f"margin must be >= 1 so the brain fits in the unit sphere, got {margin}")
+    rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
     voxels = np.argwhere(mask)
     if len(voxels) == 0:
         raise ValueError("mask is empty: no brain voxel to centre the scene on")
     ras = voxels @ affine[:3, :3].T + affine[:3, 3]
-    centre = (ras.min(axis=0) + ras.max(axis=0)) / 2
+    turned = ras @ rotation.T
+    centre = rotation.T @ ((turned.min(axis=0) + turned.max(axis=0)) / 2)
     radius = float(np.sqrt(((ras - centre) ** 2).sum(axis=1).max()))
     if radius == 0.0:
         raise ValueError("mask holds a single voxel: the scene needs a brain with an extent")
-    return SceneNormalization(centre_mm=tuple(centre), radius_mm=radius * margin)
+    return SceneNormalization(centre_mm=tuple(centre), radius_mm=radius * margin, rotation=rotation)
 
 
 def orbit_poses(

@@ -133,6 +133,38 @@ def test_scene_normalization_puts_the_mask_in_the_unit_sphere():
     np.testing.assert_allclose(normalization.ras_from_world() @ normalization.world_from_ras(), np.eye(4), atol=1e-12)
 
 
+def test_a_rotated_normalization_takes_a_tilted_brain_to_the_untilted_ones_world():
+    rng = np.random.default_rng(1)
+    mask = np.zeros((20, 24, 16), dtype=bool)
+    mask[3:15, 5:22, 2:12] = rng.random((12, 17, 10)) > 0.3
+    affine = np.diag([1.2, 0.9, 3.0, 1.0])
+    angle = math.radians(20.0)
+    cos, sin = math.cos(angle), math.sin(angle)
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+    tilted_affine = np.eye(4)
+    tilted_affine[:3, :3] = tilt
+    tilted_affine[:3, 3] = [5.0, -8.0, 30.0]
+    tilted_affine = tilted_affine @ affine
+    straight = scene_normalization(mask, affine)
+    turned = scene_normalization(mask, tilted_affine, rotation=tilt.T)
+    # every voxel lands where it lands for the untilted brain: the world frame follows the brain
+    np.testing.assert_allclose(turned.world_from_voxel(tilted_affine), straight.world_from_voxel(affine), atol=1e-9)
+    np.testing.assert_allclose(turned.ras_from_world() @ turned.world_from_ras(), np.eye(4), atol=1e-12)
+
+
+def test_normalization_json_round_trips_and_reads_folders_without_a_rotation():
+    angle = math.radians(12.0)
+    rotation = [[math.cos(angle), 0.0, math.sin(angle)], [0.0, 1.0, 0.0], [-math.sin(angle), 0.0, math.cos(angle)]]
+    normalization = SceneNormalization((1.0, -2.0, 3.5), 80.0, rotation)
+    values = json.loads(json.dumps(normalization.to_json()))
+    assert SceneNormalization.from_json(values) == normalization
+    np.testing.assert_allclose(values["world_from_ras"], normalization.world_from_ras())
+    del values["rotation"]  # a folder prepared before rotations were recorded
+    assert SceneNormalization.from_json(values).rotation == SceneNormalization((0.0, 0.0, 0.0), 1.0).rotation
+    with pytest.raises(ValueError, match="rotation matrix"):
+        SceneNormalization((0.0, 0.0, 0.0), 1.0, np.diag([-1.0, 1.0, 1.0]))  # a reflection
+
+
 def test_scene_normalization_rejects_bad_masks():
     with pytest.raises(ValueError, match="empty"):
         scene_normalization(np.zeros((4, 4, 4), dtype=bool), np.eye(4))
