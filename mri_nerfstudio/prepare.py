@@ -32,6 +32,7 @@ from PIL import Image
 from mri_nerfstudio import views
 from mri_nerfstudio.atomic_write import write_json
 from mri_nerfstudio.errors import MRIInputError
+from mri_nerfstudio.head_pose import HeadPose, estimate_head_pose
 from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.labels import check_convention_argument
 from mri_nerfstudio.preprocess.pipeline import PreprocessPipeline, default_pipeline, write_provenance
@@ -90,6 +91,10 @@ class PrepareConfig:
     """Explicit through-plane spacing for the thickest axis (None: keep)."""
     equalize: bool = True
     """Histogram equalisation inside the brain mask after percentile normalisation."""
+    align_head: bool = False
+    """Orbit the brain's own superior axis: turn the world frame by the head's tilt in the scanner, fitted from
+    the brain mask's outline against MNI152's (mri_nerfstudio/head_pose.py), so that every subject's view i shows
+    its brain from the same side. The volumes, their grids and the exported NIfTI stay in scanner space."""
     default_resolution_mm: int = 2
     """Resolution of the embedded MNI152 template (1 or 2 mm) when no data is given."""
     n_views: int = 72
@@ -226,15 +231,21 @@ def preprocessing_pipeline(config: PrepareConfig) -> PreprocessPipeline:
 
 
 def render_subject_views(
-    volume: Volume, config: PrepareConfig
+    volume: Volume, config: PrepareConfig, pose: HeadPose | None = None
 ) -> tuple[np.ndarray, views.ViewCameras, views.SceneNormalization]:
     """The orbit views of a preprocessed volume's reference modality (``volume.reference``).
+
+    Args:
+        volume: the preprocessed subject.
+        config: the view settings.
+        pose: the head's pose, whose rotation turns the world frame (None: the scanner's axes).
 
     Returns:
         ``[N, H, W]`` float32 images in [0, 1] (view i seen by camera i), the N cameras, and the
         normalisation from RAS mm to the world frame (brain in the unit sphere).
     """
-    normalization = views.scene_normalization(volume.brain_mask(), volume.affine)
+    rotation = None if pose is None else pose.rotation
+    normalization = views.scene_normalization(volume.brain_mask(), volume.affine, rotation=rotation)
     cameras = config.orbit_cameras()
     world_from_voxel = normalization.world_from_ras() @ volume.affine
     images = views.render_views(
@@ -281,8 +292,14 @@ def prepare_subject(
         if decision:
             report(f"{name}: {decision}")
     provenance = [loading_record(volume, config), *records]
+    pose = None
+    if config.align_head:
+        pose = estimate_head_pose(volume.brain_mask(), volume.affine, where=source)
+        angles = ", ".join(f"{axis} {angle:+.1f}" for axis, angle in pose.angles_deg.items())
+        report(f"{name}: head tilted {pose.angle_deg:.1f} degrees from MNI152 ({angles}); the orbit follows the brain")
+        provenance.append(pose.record())
     report(f"{name}: rendering {config.n_views} {config.view_mode} views at {config.image_size} px")
-    images, cameras, normalization = render_subject_views(volume, config)
+    images, cameras, normalization = render_subject_views(volume, config, pose)
 
     prepared = PreparedSubject(
         name=name,
@@ -346,11 +363,7 @@ def _write_prepared(prepared: PreparedSubject, source: Path | None, key: str) ->
         for i, image in enumerate(prepared.images):
             Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp / "views" / f"view_{i:03d}.png")
         cameras = prepared.cameras.to_json()
-        cameras["normalization"] = {
-            "centre_mm": [float(c) for c in prepared.normalization.centre_mm],
-            "radius_mm": float(prepared.normalization.radius_mm),
-            "world_from_ras": prepared.normalization.world_from_ras().tolist(),
-        }
+        cameras["normalization"] = prepared.normalization.to_json()
         write_json(tmp / "cameras.json", cameras)
         write_provenance(prepared.provenance, tmp / "provenance.json")
         write_json(
@@ -410,14 +423,13 @@ def load_prepared(directory: Path) -> PreparedSubject:
         reference=manifest["reference"],
     )
     cameras_json = _read_json(directory / "cameras.json")
-    norm = cameras_json["normalization"]
     return PreparedSubject(
         name=manifest["name"],
         directory=directory,
         volume=volume,
         images=np.load(directory / "views.npy"),
         cameras=views.ViewCameras.from_json(cameras_json),
-        normalization=views.SceneNormalization(np.asarray(norm["centre_mm"]), float(norm["radius_mm"])),
+        normalization=views.SceneNormalization.from_json(cameras_json["normalization"]),
         config=config,
         provenance=_read_json(directory / "provenance.json"),
     )

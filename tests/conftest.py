@@ -159,3 +159,24 @@ def ixi_like_folder(tmp_path_factory, phantom_config_tiny) -> Path:
         save_nifti(phantom.images["t1"].astype(np.float32), phantom.affine, folder / f"{stem}_T1.nii.gz")
         save_nifti(phantom.brain.astype(np.uint8), phantom.affine, folder / f"{stem}_brainmask.nii.gz")
     return folder
+
+
+TILT_DEG = 20.0
+"""The pitch of :func:`tilted_template_folder`'s head in the scanner."""
+
+
+@pytest.fixture(scope="session")
+def tilted_template_folder(tmp_path_factory) -> Path:
+    """The 2 mm MNI152 template (T1 + brain mask) written with its grid pitched :data:`TILT_DEG` in the scanner
+    (about the left-right axis), as a subject folder ``tilted/``."""
+    from mri_nerfstudio.volume import load_default_subject
+
+    template = load_default_subject(resolution_mm=2)
+    angle = np.radians(TILT_DEG)
+    tilt = np.eye(4)
+    tilt[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    folder = tmp_path_factory.mktemp("tilted") / "tilted"
+    folder.mkdir()
+    save_nifti(template.images["t1"], tilt @ template.affine, folder / "tilted_t1.nii.gz")
+    save_nifti(template.brain_mask().astype(np.uint8), tilt @ template.affine, folder / "tilted_brainmask.nii.gz")
+    return folder

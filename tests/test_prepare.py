@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from mri_nerfstudio import head_pose
 from mri_nerfstudio import prepare as prepare_module
 from mri_nerfstudio.cli.prepare import main as prepare_main
 from mri_nerfstudio.errors import MRIInputError
@@ -360,3 +362,39 @@ def test_mri_prepare_corrects_slice_motion_when_asked(tmp_path):
         return float(np.abs(prepared.volume.images["t2"] - motion_free.volume.images["t2"])[mask].mean())
 
     assert t2_error(corrected) < 0.6 * t2_error(uncorrected)  # measured: 0.064 against 0.147
+
+
+def test_align_head_shows_a_tilted_head_as_the_straight_one(tilted_template_folder, tmp_path):
+    # The MNI152 template pitched 20 degrees in the scanner: aligned to the template's own pose, its views are
+    # the straight template's; left in scanner axes, they are not.
+    config = PrepareConfig(image_size=32, register=False, align_head=True)
+    straight = prepare_subject(None, tmp_path, config)
+    aligned = prepare_subject(tilted_template_folder, tmp_path, config)
+    in_scanner_axes = prepare_subject(tilted_template_folder, tmp_path, dataclasses.replace(config, align_head=False))
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+    assert psnr(aligned.images, straight.images) > 33.0  # 38.5 dB when written
+    assert psnr(in_scanner_axes.images, straight.images) < psnr(aligned.images, straight.images) - 10.0  # 19.2 dB
+    record = aligned.provenance[-1]
+    assert record["step"] == "align_head" and record["estimates"]["pitch_deg"] == pytest.approx(-20.0, abs=2.0)
+    # the rotation is on disk, and the volume stays in scanner space
+    reloaded = load_prepared(aligned.directory)
+    assert reloaded.normalization == aligned.normalization
+    stored = nib.load(tilted_template_folder / "tilted_t1.nii.gz").affine
+    np.testing.assert_allclose(reloaded.volume.affine, stored, atol=1e-4)
+    assert not np.allclose(reloaded.normalization.rotation, np.eye(3))
+
+
+def test_cli_align_head_prints_the_tilt_or_one_line_naming_the_subject(tilted_template_folder, tmp_path, capsys,
+                                                                        monkeypatch):
+    arguments = ["--data", str(tilted_template_folder), "--image-size", "16", "--no-register", "--align-head"]
+    prepare_main([*arguments, "--out", str(tmp_path / "a")])
+    assert re.search(r"tilted: head tilted (19|20|21)\.\d degrees from MNI152 \(pitch -", capsys.readouterr().out)
+    monkeypatch.setattr(head_pose, "MAX_ROTATION_DEG", 5.0)  # as if the fit had turned the brain implausibly far
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_main([*arguments, "--out", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(tilted_template_folder) in err and "align-head off" in err

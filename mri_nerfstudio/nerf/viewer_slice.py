@@ -7,8 +7,10 @@ brain's centre. Rays that miss the plane inside the brain's unit sphere show bla
 crossing points into three outputs (``slice``, ``slice_scan``, ``slice_difference``); the geometry lives
 here.
 
-The world frame is RAS millimetres shifted and scaled (:class:`~mri_nerfstudio.views.SceneNormalization`),
-so a plane's normal is the same in both and an offset of ``d`` mm is ``d / radius_mm`` world units.
+The world frame is RAS millimetres shifted, scaled and, for subjects prepared with ``align_head``, turned onto
+the brain's own axes (:class:`~mri_nerfstudio.views.SceneNormalization`). So a plane's normal is given in world
+axes (the scanner's, or the aligned brain's, whose axial plane then follows the brain's tilt), and an offset
+of ``d`` mm is ``d / radius_mm`` world units.
 """
 
 from __future__ import annotations
