@@ -153,6 +153,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parts", nargs="+", choices=["full", "arms"], default=["full", "arms"],
                         help="full: the first arm's first seed on every view, its volumes and the held-out subjects' "
                         "fits; arms: every arm and seed on every --arm-view-stride-th view, paired differences")
+    parser.add_argument("--align-head", action="store_true",
+                        help="prepare with --prepare.align-head: the orbit turns about each brain's own superior axis")
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared subjects' cache (default: under --out)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/subjects"), help="folder of subjects.json / .png")
     parser.add_argument("--quick", action="store_true",
@@ -255,7 +257,7 @@ class Renders:
 def make_session(
     root: Path, names: list[str], training: list[str], arm: Arm, seed: int, steps: int, args
 ) -> TrainingSession:
-    config = shipped_config(root, args.image_size, args.cache_dir)
+    config = shipped_config(root, args.image_size, args.cache_dir, align_head=args.align_head)
     config.max_num_iterations = steps
     config.pipeline.datamanager.dataparser.train_subjects = tuple(training)
     arm.configure(config, steps)

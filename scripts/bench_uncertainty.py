@@ -164,7 +164,7 @@ def run_conditional(args: argparse.Namespace) -> list[dict]:
     names = subject_root(args.ixi, args.training_subjects + args.held_out, root)
     training = names[: args.training_subjects]
     session_args = argparse.Namespace(image_size=args.image_size, cache_dir=args.cache_dir or args.out / "cache",
-                                      out=args.out, split="val")
+                                      out=args.out, split="val", align_head=False)
     session = make_session(root, names, training, SUBJECT_ARMS[0], 0, args.steps, session_args)
     while session.step_count < args.steps:
         session.step()

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     names = subject_root(args.data, args.training_subjects + args.held_out, root)
     training = names[: args.training_subjects]
     session_args = argparse.Namespace(
-        image_size=args.image_size, cache_dir=args.cache_dir or args.out / "cache", out=args.out, split="val"
+        image_size=args.image_size, cache_dir=args.cache_dir or args.out / "cache", out=args.out, split="val",
+        align_head=False,
     )
     print(f"[bench_volume_prior] training the prior: {len(training)} brains, {args.steps} steps", flush=True)
     session = make_session(root, names, training, SUBJECT_ARMS[0], 0, args.steps, session_args)

@@ -161,18 +161,20 @@ def ixi_like_folder(tmp_path_factory, phantom_config_tiny) -> Path:
     return folder
 
 
-TILT_DEG = 20.0
-"""The pitch of :func:`tilted_template_folder`'s head in the scanner."""
+@pytest.fixture(scope="session")
+def template_tilt_deg() -> float:
+    """The pitch of :func:`tilted_template_folder`'s head in the scanner, degrees."""
+    return 20.0
 
 
 @pytest.fixture(scope="session")
-def tilted_template_folder(tmp_path_factory) -> Path:
-    """The 2 mm MNI152 template (T1 + brain mask) written with its grid pitched :data:`TILT_DEG` in the scanner
-    (about the left-right axis), as a subject folder ``tilted/``."""
+def tilted_template_folder(tmp_path_factory, template_tilt_deg) -> Path:
+    """The 2 mm MNI152 template (T1 + brain mask) written with its grid pitched ``template_tilt_deg`` in the
+    scanner (about the left-right axis), as a subject folder ``tilted/``."""
     from mri_nerfstudio.volume import load_default_subject
 
     template = load_default_subject(resolution_mm=2)
-    angle = np.radians(TILT_DEG)
+    angle = np.radians(template_tilt_deg)
     tilt = np.eye(4)
     tilt[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     folder = tmp_path_factory.mktemp("tilted") / "tilted"
