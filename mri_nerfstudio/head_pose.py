@@ -3,9 +3,10 @@
 The views orbit the world's superior axis, and the world frame is the scanner's unless a pose turns it.
 Heads lie in scanners at different tilts (the 30 IXI T1s of ``../shared/data``: pitched 3 to 29 degrees
 against MNI152, ``scripts/bench_head_pose.py``), so view i of two subjects shows two brains from different
-angles, and a model shared across subjects has to learn the tilt as well as the anatomy. :func:`estimate_head_pose` measures the tilt;
-:class:`~mri_nerfstudio.views.SceneNormalization` takes its rotation, so that the orbit turns about the
-brain's own superior axis and view 0 looks at every brain from the same side.
+angles, and a model shared across subjects has to learn the tilt as well as the anatomy.
+:func:`estimate_head_pose` measures the tilt; :class:`~mri_nerfstudio.views.SceneNormalization` takes its
+rotation, so that the orbit turns about the brain's own superior axis and view 0 looks at every brain from
+the same side.
 
 The pose comes from the brain mask's shape alone (smoothed masks, mean squares, a similarity transform of
 which only the rotation is kept), so it is the same for every contrast (T1, T1ce, T2, FLAIR, z-scored or
@@ -18,6 +19,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -101,22 +103,37 @@ def _template_mask() -> "sitk.Image":
     return _smoothed_mask(np.asarray(mask.dataobj) > 0, mask.affine)
 
 
+def grid_over_mask(
+    image: np.ndarray, mask: np.ndarray, affine: np.ndarray, spacing_mm: float, margin_mm: float
+) -> "sitk.Image":
+    """``image`` resampled linearly (0 outside it) onto an isotropic grid of ``spacing_mm`` with the image's axes,
+    over ``mask``'s bounding box widened by ``margin_mm`` (within the image).
+
+    Args:
+        image: [X, Y, Z] float32 values.
+        mask: [X, Y, Z] bool, not empty.
+        affine: [4, 4] voxel index -> RAS mm of both.
+        spacing_mm: the grid's voxel size.
+        margin_mm: how far the grid reaches beyond the mask.
+    """
+    source = to_sitk(image, affine)
+    voxels = np.argwhere(mask)
+    spacing = np.asarray(source.GetSpacing())
+    margin = np.ceil(margin_mm / spacing).astype(int)
+    corner = np.maximum(voxels.min(axis=0) - margin, 0)
+    extent_mm = (np.minimum(voxels.max(axis=0) + margin, np.asarray(mask.shape) - 1) - corner) * spacing
+    size = [int(math.ceil(e / spacing_mm)) + 1 for e in extent_mm]
+    origin = source.TransformIndexToPhysicalPoint([int(c) for c in corner])
+    return sitk.Resample(
+        source, size, sitk.Transform(), sitk.sitkLinear, origin, [spacing_mm] * 3, source.GetDirection(), 0.0,
+        sitk.sitkFloat32,
+    )
+
+
 def _smoothed_mask(mask: np.ndarray, affine: np.ndarray) -> "sitk.Image":
     """A bool mask as float32 on an isotropic :data:`POSE_SPACING_MM` grid over its bounding box (+ margin),
     smoothed by :data:`MASK_SMOOTHING_MM`."""
-    image = to_sitk(mask.astype(np.float32), affine)
-    voxels = np.argwhere(mask)
-    low, high = voxels.min(axis=0), voxels.max(axis=0)
-    spacing = np.asarray(image.GetSpacing())
-    margin = np.ceil(3 * MASK_SMOOTHING_MM / spacing).astype(int)
-    corner = np.maximum(low - margin, 0)
-    extent_mm = (np.minimum(high + margin, np.asarray(mask.shape) - 1) - corner) * spacing
-    size = [int(math.ceil(e / POSE_SPACING_MM)) + 1 for e in extent_mm]
-    origin = image.TransformIndexToPhysicalPoint([int(c) for c in corner])
-    resampled = sitk.Resample(
-        image, size, sitk.Transform(), sitk.sitkLinear, origin, [POSE_SPACING_MM] * 3, image.GetDirection(), 0.0,
-        sitk.sitkFloat32,
-    )
+    resampled = grid_over_mask(mask.astype(np.float32), mask, affine, POSE_SPACING_MM, 3 * MASK_SMOOTHING_MM)
     smoothed = ndimage.gaussian_filter(sitk.GetArrayFromImage(resampled), MASK_SMOOTHING_MM / POSE_SPACING_MM)
     result = sitk.GetImageFromArray(smoothed.astype(np.float32))
     result.CopyInformation(resampled)
@@ -130,11 +147,15 @@ def _centroid_lps(image: "sitk.Image") -> np.ndarray:
 
 
 def _fit(
-    fixed: "sitk.Image", moving: "sitk.Image", start: "sitk.Similarity3DTransform", shrink: tuple[int, ...]
+    fixed: "sitk.Image",
+    moving: "sitk.Image",
+    start: "sitk.Similarity3DTransform",
+    set_metric: Callable[["sitk.ImageRegistrationMethod"], None],
+    shrink: tuple[int, ...],
 ) -> float:
-    """Fit ``start`` in place (multi-resolution, ``shrink`` factors on the pose grid); the final mean squares."""
+    """Fit ``start`` in place (multi-resolution, ``shrink`` factors on the grid); the final metric value."""
     method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMeanSquares()
+    set_metric(method)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5
@@ -145,6 +166,42 @@ def _fit(
     method.SetInitialTransform(start, inPlace=True)
     method.Execute(fixed, moving)
     return method.GetMetricValue()
+
+
+def fit_rotation(
+    template: "sitk.Image",
+    scan: "sitk.Image",
+    centre_lps: np.ndarray,
+    shift_lps: np.ndarray,
+    set_metric: Callable[["sitk.ImageRegistrationMethod"], None],
+) -> HeadPose:
+    """The rotation of the best similarity transform from ``template`` onto ``scan``, over starts at each of
+    :data:`START_PITCHES_DEG`.
+
+    Args:
+        template: the fixed image (MNI152 space).
+        scan: the moving image (scanner space).
+        centre_lps: [3] LPS mm, the transform's centre on the template.
+        shift_lps: [3] LPS mm, the starting translation (e.g. between the two centroids).
+        set_metric: sets the metric of a registration method (mean squares, mutual information...).
+
+    Returns:
+        The :class:`HeadPose`; ``mismatch`` is the best fit's metric value.
+    """
+    best, best_value = None, math.inf
+    for pitch in START_PITCHES_DEG:
+        start = sitk.Similarity3DTransform()
+        start.SetCenter(np.asarray(centre_lps, dtype=float).tolist())
+        start.SetTranslation(np.asarray(shift_lps, dtype=float).tolist())
+        start.SetRotation((1.0, 0.0, 0.0), math.radians(pitch))
+        value = _fit(template, scan, start, set_metric, shrink=(2, 1))
+        if value < best_value:
+            best, best_value = start, value
+    # fixed (template, LPS) -> moving (scan, LPS): a template direction d lies along rotation_lps @ d in the scan
+    rotation_lps = np.asarray(best.GetMatrix()).reshape(3, 3) / best.GetScale()
+    flip = LPS_FROM_RAS[:3, :3]
+    scan_from_template = flip @ rotation_lps @ flip
+    return HeadPose(rotation=scan_from_template.T, mismatch=float(best_value))
 
 
 def estimate_head_pose(mask: np.ndarray, affine: np.ndarray, where: str | Path | None = None) -> HeadPose:
@@ -171,21 +228,7 @@ def estimate_head_pose(mask: np.ndarray, affine: np.ndarray, where: str | Path |
     fixed = _template_mask()
     moving = _smoothed_mask(mask, affine)
     centre = _centroid_lps(fixed)
-    shift = _centroid_lps(moving) - centre
-    best, best_value = None, math.inf
-    for pitch in START_PITCHES_DEG:
-        start = sitk.Similarity3DTransform()
-        start.SetCenter(centre.tolist())
-        start.SetTranslation(shift.tolist())
-        start.SetRotation((1.0, 0.0, 0.0), math.radians(pitch))
-        value = _fit(fixed, moving, start, shrink=(2, 1))
-        if value < best_value:
-            best, best_value = start, value
-    # fixed (template, LPS) -> moving (scan, LPS): a template direction d lies along rotation_lps @ d in the scan
-    rotation_lps = np.asarray(best.GetMatrix()).reshape(3, 3) / best.GetScale()
-    flip = LPS_FROM_RAS[:3, :3]
-    scan_from_template = flip @ rotation_lps @ flip
-    pose = HeadPose(rotation=scan_from_template.T, mismatch=float(best_value))
+    pose = fit_rotation(fixed, moving, centre, _centroid_lps(moving) - centre, lambda m: m.SetMetricAsMeanSquares())
     if pose.angle_deg > MAX_ROTATION_DEG:
         raise MRIInputError(
             f"brain mask: its outline fits MNI152's only after a {pose.angle_deg:.0f} degree rotation (at most "

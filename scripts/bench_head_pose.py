@@ -24,7 +24,6 @@ Writes ``head_pose.json`` to ``--out`` and prints a table. Stopping rule: one pa
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -37,12 +36,11 @@ from scipy.spatial.transform import Rotation
 
 from mri_nerfstudio.atomic_write import write_json
 from mri_nerfstudio.benchmarking import machine_info
-from mri_nerfstudio.head_pose import START_PITCHES_DEG, HeadPose, estimate_head_pose, rotation_angle_deg
+from mri_nerfstudio.head_pose import HeadPose, estimate_head_pose, fit_rotation, grid_over_mask, rotation_angle_deg
 from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.lazy_import import lazy_module
-from mri_nerfstudio.preprocess.register import to_sitk
 from mri_nerfstudio.subject_files import find_subjects
-from mri_nerfstudio.volume import LPS_FROM_RAS, load_default_subject, load_subject
+from mri_nerfstudio.volume import load_default_subject, load_subject
 
 sitk = lazy_module("SimpleITK", "for the reference fit")
 
@@ -83,18 +81,10 @@ def folder_subjects(root: Path) -> list[Subject]:
 
 def _on_grid(image: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> "sitk.Image":
     """The masked image, anti-aliased, on a :data:`REFERENCE_SPACING_MM` grid over the mask's bounding box."""
-    source = to_sitk(image, affine)
-    spacing = np.asarray(source.GetSpacing())
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     sigma = 0.5 * np.sqrt(np.maximum(REFERENCE_SPACING_MM**2 - spacing**2, 0.0)) / spacing
-    source = to_sitk(ndimage.gaussian_filter(image, sigma).astype(np.float32), affine)
-    voxels = np.argwhere(mask)
-    margin = np.ceil(8.0 / spacing).astype(int)
-    corner = np.maximum(voxels.min(axis=0) - margin, 0)
-    extent_mm = (np.minimum(voxels.max(axis=0) + margin, np.asarray(mask.shape) - 1) - corner) * spacing
-    size = [int(math.ceil(e / REFERENCE_SPACING_MM)) + 1 for e in extent_mm]
-    origin = source.TransformIndexToPhysicalPoint([int(c) for c in corner])
-    return sitk.Resample(source, size, sitk.Transform(), sitk.sitkLinear, origin, [REFERENCE_SPACING_MM] * 3,
-                         source.GetDirection(), 0.0, sitk.sitkFloat32)
+    smoothed = ndimage.gaussian_filter(image, sigma).astype(np.float32)
+    return grid_over_mask(smoothed, mask, affine, REFERENCE_SPACING_MM, margin_mm=8.0)
 
 
 def template_image() -> "sitk.Image":
@@ -113,26 +103,9 @@ def brain_mi_pose(subject: Subject, template: "sitk.Image") -> HeadPose:
         return np.asarray(image.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z))))
 
     centre = centroid(template)
-    best, best_value = None, math.inf
-    for pitch in START_PITCHES_DEG:
-        transform = sitk.Similarity3DTransform()
-        transform.SetCenter(centre.tolist())
-        transform.SetTranslation((centroid(moving) - centre).tolist())
-        transform.SetRotation((1.0, 0.0, 0.0), math.radians(pitch))
-        method = sitk.ImageRegistrationMethod()
-        method.SetMetricAsMattesMutualInformation(32)
-        method.SetInterpolator(sitk.sitkLinear)
-        method.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 200, relaxationFactor=0.5)
-        method.SetOptimizerScalesFromPhysicalShift()
-        method.SetShrinkFactorsPerLevel([2, 1])
-        method.SetSmoothingSigmasPerLevel([0.0, 0.0])
-        method.SetInitialTransform(transform, inPlace=True)
-        method.Execute(template, moving)
-        if method.GetMetricValue() < best_value:
-            best, best_value = transform, method.GetMetricValue()
-    flip = LPS_FROM_RAS[:3, :3]
-    rotation_lps = np.asarray(best.GetMatrix()).reshape(3, 3) / best.GetScale()
-    return HeadPose(rotation=(flip @ rotation_lps @ flip).T, mismatch=float(best_value))
+    return fit_rotation(
+        template, moving, centre, centroid(moving) - centre, lambda m: m.SetMetricAsMattesMutualInformation(32)
+    )
 
 
 def tilted_affine(subject: Subject, tilt: np.ndarray) -> np.ndarray:
