@@ -77,6 +77,10 @@ SAMPLES_PER_CHUNK = 1 << 23
 """Default number of ray samples evaluated at once (8M: about 250 MB of temporaries)."""
 
 
+IDENTITY_ROTATION = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+"""The scene's rotation when the world keeps the scanner's axes."""
+
+
 @dataclass(frozen=True)
 class SceneNormalization:
     """The similarity between RAS millimetres and the world frame: ``world = rotation @ (ras - centre) / radius``.
@@ -92,7 +96,7 @@ class SceneNormalization:
 
     centre_mm: tuple[float, float, float]
     radius_mm: float
-    rotation: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    rotation: tuple[tuple[float, float, float], ...] = IDENTITY_ROTATION
 
     def __post_init__(self) -> None:
         centre = tuple(float(c) for c in np.asarray(self.centre_mm, dtype=np.float64).reshape(-1))
@@ -143,8 +147,7 @@ class SceneNormalization:
     @classmethod
     def from_json(cls, values: dict) -> SceneNormalization:
         """The inverse of :meth:`to_json`; a folder prepared before rotations were recorded reads as the identity."""
-        rotation = values.get("rotation")
-        return cls(values["centre_mm"], float(values["radius_mm"]), *([] if rotation is None else [rotation]))
+        return cls(values["centre_mm"], float(values["radius_mm"]), values.get("rotation", IDENTITY_ROTATION))
 
 
 def scene_normalization(

@@ -13,6 +13,7 @@ from mri_nerfstudio import views
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.views import (
     DEFAULT_DENSITY_SCALE,
+    IDENTITY_ROTATION,
     SceneNormalization,
     ViewCameras,
     generate_rays,
@@ -160,7 +161,7 @@ def test_normalization_json_round_trips_and_reads_folders_without_a_rotation():
     assert SceneNormalization.from_json(values) == normalization
     np.testing.assert_allclose(values["world_from_ras"], normalization.world_from_ras())
     del values["rotation"]  # a folder prepared before rotations were recorded
-    assert SceneNormalization.from_json(values).rotation == SceneNormalization((0.0, 0.0, 0.0), 1.0).rotation
+    assert SceneNormalization.from_json(values).rotation == IDENTITY_ROTATION
     with pytest.raises(ValueError, match="rotation matrix"):
         SceneNormalization((0.0, 0.0, 0.0), 1.0, np.diag([-1.0, 1.0, 1.0]))  # a reflection
 
