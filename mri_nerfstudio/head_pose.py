@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
-from mri_nerfstudio.preprocess.register import to_sitk
+from mri_nerfstudio.preprocess.register import rotation_angle_deg, to_sitk
 from mri_nerfstudio.volume import LPS_FROM_RAS
 
 sitk = lazy_module("SimpleITK", "to estimate the head's pose")
@@ -87,11 +87,6 @@ class HeadPose:
                 "mismatch": self.mismatch,
             },
         }
-
-
-def rotation_angle_deg(rotation: np.ndarray) -> float:
-    """The angle of a [3, 3] rotation matrix, degrees."""
-    return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(rotation) - 1.0) / 2.0))))
 
 
 @lru_cache(maxsize=1)

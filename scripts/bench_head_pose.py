@@ -36,9 +36,10 @@ from scipy.spatial.transform import Rotation
 
 from mri_nerfstudio.atomic_write import write_json
 from mri_nerfstudio.benchmarking import machine_info
-from mri_nerfstudio.head_pose import HeadPose, estimate_head_pose, fit_rotation, grid_over_mask, rotation_angle_deg
+from mri_nerfstudio.head_pose import HeadPose, estimate_head_pose, fit_rotation, grid_over_mask
 from mri_nerfstudio.json_values import to_plain
 from mri_nerfstudio.lazy_import import lazy_module
+from mri_nerfstudio.preprocess.register import rotation_angle_deg
 from mri_nerfstudio.subject_files import find_subjects
 from mri_nerfstudio.volume import load_default_subject, load_subject
 

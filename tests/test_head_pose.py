@@ -4,7 +4,8 @@ from scipy.spatial.transform import Rotation
 
 from mri_nerfstudio import head_pose
 from mri_nerfstudio.errors import MRIInputError
-from mri_nerfstudio.head_pose import estimate_head_pose, rotation_angle_deg
+from mri_nerfstudio.head_pose import estimate_head_pose
+from mri_nerfstudio.preprocess.register import rotation_angle_deg
 from mri_nerfstudio.volume import load_default_subject
 
 
