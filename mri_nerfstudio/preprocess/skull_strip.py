@@ -407,11 +407,18 @@ def refine_mask(
     Returns:
         bool [X, Y, Z].
     """
+    # The morphology treats the grid's edge as background: where the field of view cuts the brain it
+    # would shave the mask off the cut by the largest radius (6 mm). Padded with the edge's own values,
+    # the cut tissue runs on past the edge instead, and the mask reaches it.
+    largest_mm = max(REFINE_PROBE_MM, REFINE_INWARD_MM, REFINE_OUTWARD_MM, REFINE_OPENING_MM, REFINE_CLOSING_MM)
+    pad = int(np.ceil(largest_mm / min(spacing_mm))) + 1
+    inside = (slice(pad, -pad),) * 3
+    image, registered = np.pad(image, pad, mode="edge"), np.pad(registered, pad, mode="edge")
     probe = ball(REFINE_PROBE_MM, spacing_mm)
     brain_level = float(np.median(image[registered & ~ndimage.binary_erosion(registered, probe)]))
     dark_level = float(np.median(image[ndimage.binary_dilation(registered, probe) & ~registered]))
     if not brain_level > dark_level:
-        return registered
+        return registered[inside]
     inner = ndimage.binary_erosion(registered, ball(REFINE_INWARD_MM, spacing_mm))
     outer = ndimage.binary_dilation(registered, ball(REFINE_OUTWARD_MM, spacing_mm))
     threshold = dark_level + REFINE_LEVEL * (brain_level - dark_level)
@@ -421,7 +428,7 @@ def refine_mask(
     core_labels = np.unique(labels[inner])
     candidate = np.isin(labels, core_labels[core_labels > 0])
     closed = ndimage.binary_closing(candidate, ball(REFINE_CLOSING_MM, spacing_mm), border_value=0)
-    return fill_holes(closed & outer)
+    return fill_holes(closed & outer)[inside]
 
 
 def template_brain_on(work: "sitk.Image", head: np.ndarray) -> np.ndarray:

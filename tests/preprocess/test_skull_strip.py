@@ -173,3 +173,15 @@ def test_implausible_brain_volume_is_warned_about_naming_the_file(stripped_phant
 
     with pytest.warns(UserWarning, match=r"subject_t1\.nii\.gz: brain mask of \d+ ml .*expected 800 to 2000 ml"):
         ExtractBrainMask(skull_strip="off")(volume)
+
+
+def test_an_extracted_brain_reaches_the_cut_of_a_field_of_view_that_stops_below_the_vertex(head_phantom):
+    top = np.flatnonzero(head_phantom.brain.any(axis=(0, 1)))[-1]
+    keep = top - 8  # the grid stops 32 mm below the top of the brain
+    image, truth = head_phantom.images["t1"][:, :, :keep], head_phantom.brain[:, :, :keep]
+
+    mask = extract_brain(image, head_phantom.affine)
+
+    # The refinement's morphology once shaved the mask off the cut by its largest radius (6 mm).
+    assert mask[:, :, -1].sum() >= 0.8 * truth[:, :, -1].sum()
+    assert _dice(mask, truth) >= 0.9
