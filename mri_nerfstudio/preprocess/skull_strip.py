@@ -27,6 +27,7 @@ from skimage.filters import threshold_otsu
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.preprocess import PreprocessStep, require_reference
+from mri_nerfstudio.preprocess.field_of_view import brain_cut_by_field_of_view, describe_cuts
 from mri_nerfstudio.preprocess.register import from_sitk, to_sitk
 from mri_nerfstudio.volume import LPS_FROM_RAS, Volume
 
@@ -527,8 +528,9 @@ class ExtractBrainMask(PreprocessStep):
 
     A given mask (``volume.mask``; its file in ``volume.sources["mask"]``) is kept, and must not be
     empty. Otherwise :func:`derive_brain_mask` runs on the reference modality. Either way the
-    estimates hold the decision, the method and the brain and foreground volumes; a brain outside
-    :data:`EXPECTED_BRAIN_ML` is warned about, naming the reference file.
+    estimates hold the decision, the method, the brain and foreground volumes and the sides on which the
+    field of view cuts the brain off (:func:`~mri_nerfstudio.preprocess.field_of_view.brain_cut_by_field_of_view`);
+    a brain outside :data:`EXPECTED_BRAIN_ML`, or cut off, is warned about, naming the reference file.
     """
 
     name: ClassVar[str] = "brain_mask"
@@ -557,12 +559,19 @@ class ExtractBrainMask(PreprocessStep):
             }
         else:
             mask, estimates = derive_brain_mask(image, volume.affine, self.skull_strip)
+        reference_file = volume.sources.get(volume.reference, f"subject {volume.name!r}")
         low, high = EXPECTED_BRAIN_ML
         if not low <= estimates["brain_ml"] <= high:
-            reference_file = volume.sources.get(volume.reference, f"subject {volume.name!r}")
             warnings.warn(
                 f"{reference_file}: brain mask of {estimates['brain_ml']:.0f} ml ({estimates['decision']}); "
                 f"expected {low:.0f} to {high:.0f} ml for an adult brain",
+                stacklevel=2,
+            )
+        estimates["cut_by_field_of_view"] = brain_cut_by_field_of_view(mask, volume.affine)
+        if estimates["cut_by_field_of_view"]:
+            warnings.warn(
+                f"{reference_file}: the brain is cut off by the field of view on the "
+                f"{describe_cuts(estimates['cut_by_field_of_view'])}: its reconstruction ends flat there",
                 stacklevel=2,
             )
         return volume.replace(mask=mask), estimates

@@ -175,6 +175,30 @@ def test_implausible_brain_volume_is_warned_about_naming_the_file(stripped_phant
         ExtractBrainMask(skull_strip="off")(volume)
 
 
+def _padded(array: np.ndarray) -> np.ndarray:
+    """The tiny phantom's brain fills its grid: three empty slices (12 mm) added to each side."""
+    return np.pad(array, 3)
+
+
+def test_a_brain_cut_off_by_the_field_of_view_is_recorded_and_warned_about(stripped_phantom):
+    image, brain = _padded(stripped_phantom.images["t1"]), _padded(stripped_phantom.brain)
+    keep = 2 * image.shape[2] // 3  # the grid stops two thirds of the way up the brain
+    volume = _volume(image[:, :, :keep], stripped_phantom.affine, brain[:, :, :keep], mask_file=MASK_FILE)
+
+    with pytest.warns(UserWarning, match=r"subject_t1\.nii\.gz: the brain is cut off by the field of view on the "
+                      r"superior side \(\d+ cm2"):
+        _, record = ExtractBrainMask()(volume)
+
+    assert list(record["estimates"]["cut_by_field_of_view"]) == ["superior"]
+    json.dumps(record)
+
+
+def test_a_whole_brain_is_not_cut_off(stripped_phantom):
+    image, brain = _padded(stripped_phantom.images["t1"]), _padded(stripped_phantom.brain)
+    _, record = ExtractBrainMask()(_volume(image, stripped_phantom.affine, brain, mask_file=MASK_FILE))
+    assert record["estimates"]["cut_by_field_of_view"] == {}
+
+
 def test_an_extracted_brain_reaches_the_cut_of_a_field_of_view_that_stops_below_the_vertex(head_phantom):
     top = np.flatnonzero(head_phantom.brain.any(axis=(0, 1)))[-1]
     keep = top - 8  # the grid stops 32 mm below the top of the brain
