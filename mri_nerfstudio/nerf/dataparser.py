@@ -20,6 +20,7 @@ sphere, world +Z = superior. This module must not import datamanagers, pipelines
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Tuple, Type
@@ -47,6 +48,12 @@ from mri_nerfstudio.view_split import (
 from mri_nerfstudio.views import ViewCameras
 
 CONSOLE = Console()
+
+
+def _print_preparation_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning of preparation (a brain cut off by the field of view, an implausible brain volume) as one line
+    among its progress, not Python's two lines pointing into this package."""
+    CONSOLE.print(f"[mri-data] warning: {message}", markup=False)
 
 
 def nerfstudio_cameras(cameras: ViewCameras, metadata: dict[str, torch.Tensor] | None = None) -> Cameras:
@@ -117,13 +124,15 @@ class MRIDataParser(DataParser):
     def subjects(self) -> list[PreparedSubject]:
         if self._subjects is None:
             data = None if str(self.config.data) == DEFAULT_SUBJECT else self.config.data
-            self._subjects = prepare_subjects(
-                data,
-                self.config.cache_dir,
-                self.config.prepare,
-                progress=lambda message: CONSOLE.print(f"[mri-data] {message}", markup=False),
-                subjects=self.config.subjects,
-            )
+            with warnings.catch_warnings():
+                warnings.showwarning = _print_preparation_warning
+                self._subjects = prepare_subjects(
+                    data,
+                    self.config.cache_dir,
+                    self.config.prepare,
+                    progress=lambda message: CONSOLE.print(f"[mri-data] {message}", markup=False),
+                    subjects=self.config.subjects,
+                )
         return self._subjects
 
     def view_indices(self, split: Literal["train", "val", "test"] | str) -> list[int]:

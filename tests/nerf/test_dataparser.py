@@ -178,3 +178,11 @@ def test_subjects_with_different_modality_sets_train_together_with_presence_flag
     ).metadata
     assert metadata["encoder_present"].tolist() == [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]]
     assert not metadata["encoder_scans"][1, 3].any() and metadata["encoder_scans"][0, 3].any()
+
+
+def test_preparation_warnings_print_as_lines_among_the_progress(phantom_subject_dir, tmp_path, capsys):
+    # The tiny phantom's brain fills its grid, so the field of view cuts it off.
+    parser = MRIDataParserConfig(data=phantom_subject_dir, cache_dir=tmp_path, prepare=SMALL).setup()
+    assert parser.subjects
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "[mri-data] warning: " in printed and "the brain is cut off by the field of view on the" in printed
