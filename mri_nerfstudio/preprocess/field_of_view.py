@@ -1,4 +1,4 @@
-"""Is the brain cut off by the scan's field of view?
+"""Is the brain cut off by the scan's field of view, or by another modality's?
 
 Clinical scans often cover only part of the head: a thick-slice stack that stops below the vertex, or
 above the cerebellum. The brain mask then ends abruptly at the grid's edge on that side (or a few
@@ -6,6 +6,10 @@ millimetres short of it), and the reconstruction ends flat there. A brain inside
 view tapers instead: its outermost slices hold little brain. :func:`brain_cut_by_field_of_view` finds
 the abrupt ends near an edge from the mask and the affine, in anatomical terms, so that preparation can
 say so.
+
+The other modalities of a subject may cover less: a FLAIR stack of 25 slices beside a whole-brain T1.
+Resampled onto the reference's grid, they are 0 outside their own field of view;
+:func:`brain_outside_modalities` measures how much of the brain that leaves them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ EDGE_BAND_MM = 4.0
 made by tools whose morphology treats the grid's edge as background, stop a voxel or two short of a cut.
 Kept narrow because skull strippings also end flat away from any edge: the BraTS masks' cut below the
 cerebellum lies 10 mm or more from the grid's edge on the 6 BraTS 2013 subjects."""
+
+UNCOVERED_SHARE = 0.1
+"""Share of the brain at exactly 0 in a modality above which it counts as not covering the brain. Inside a
+brain, real scans are almost never exactly 0: at most 0.013 % of the voxels in the 30 IXI T1s (uint8), and
+none in the 6 BraTS 2013 T1ce and FLAIR scans."""
 
 SIDE_NAMES = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
 OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
@@ -77,3 +86,22 @@ def describe_cuts(cuts: dict[str, float]) -> str:
     joined_sides = ", ".join(sides[:-1]) + f" and {sides[-1]}"
     joined_areas = ", ".join(areas[:-1]) + f" and {areas[-1]}"
     return f"{joined_sides} sides ({joined_areas} cm2 of brain on their last slices)"
+
+
+def brain_outside_modalities(
+    images: dict[str, np.ndarray], mask: np.ndarray, min_share: float = UNCOVERED_SHARE
+) -> dict[str, float]:
+    """The modalities that are exactly 0 on at least ``min_share`` of the brain, and that share.
+
+    Args:
+        images: modality -> [X, Y, Z] intensities on the mask's grid (resampled there with 0 outside their
+            own field of view).
+        mask: [X, Y, Z] bool brain mask (not empty).
+        min_share: smallest share of brain voxels at 0 that is reported.
+
+    Returns:
+        ``{modality: share in [0, 1]}`` in the order of ``images``.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    shares = {modality: float(np.mean(np.asarray(image)[mask] == 0)) for modality, image in images.items()}
+    return {modality: share for modality, share in shares.items() if share >= min_share}

@@ -27,7 +27,11 @@ from skimage.filters import threshold_otsu
 from mri_nerfstudio.errors import MRIInputError
 from mri_nerfstudio.lazy_import import lazy_module
 from mri_nerfstudio.preprocess import PreprocessStep, require_reference
-from mri_nerfstudio.preprocess.field_of_view import brain_cut_by_field_of_view, describe_cuts
+from mri_nerfstudio.preprocess.field_of_view import (
+    brain_cut_by_field_of_view,
+    brain_outside_modalities,
+    describe_cuts,
+)
 from mri_nerfstudio.preprocess.register import from_sitk, to_sitk
 from mri_nerfstudio.volume import LPS_FROM_RAS, Volume
 
@@ -529,8 +533,10 @@ class ExtractBrainMask(PreprocessStep):
     A given mask (``volume.mask``; its file in ``volume.sources["mask"]``) is kept, and must not be
     empty. Otherwise :func:`derive_brain_mask` runs on the reference modality. Either way the
     estimates hold the decision, the method, the brain and foreground volumes and the sides on which the
-    field of view cuts the brain off (:func:`~mri_nerfstudio.preprocess.field_of_view.brain_cut_by_field_of_view`);
-    a brain outside :data:`EXPECTED_BRAIN_ML`, or cut off, is warned about, naming the reference file.
+    field of view cuts the brain off (:func:`~mri_nerfstudio.preprocess.field_of_view.brain_cut_by_field_of_view`)
+    and the other modalities that leave part of the brain at 0
+    (:func:`~mri_nerfstudio.preprocess.field_of_view.brain_outside_modalities`). A brain outside
+    :data:`EXPECTED_BRAIN_ML`, cut off, or not covered by a modality is warned about, naming the file.
     """
 
     name: ClassVar[str] = "brain_mask"
@@ -572,6 +578,15 @@ class ExtractBrainMask(PreprocessStep):
             warnings.warn(
                 f"{reference_file}: the brain is cut off by the field of view on the "
                 f"{describe_cuts(estimates['cut_by_field_of_view'])}: its reconstruction ends flat there",
+                stacklevel=2,
+            )
+        others = {modality: image for modality, image in volume.images.items() if modality != volume.reference}
+        estimates["brain_outside_modality"] = brain_outside_modalities(others, mask)
+        for modality, share in estimates["brain_outside_modality"].items():
+            warnings.warn(
+                f"{volume.sources.get(modality, modality)}: {modality} is 0 on {share:.0%} of the brain: the brain "
+                f"lies partly outside its field of view (or it was skull-stripped with a smaller mask), and the "
+                f"slice encoder sees no {modality} there",
                 stacklevel=2,
             )
         return volume.replace(mask=mask), estimates

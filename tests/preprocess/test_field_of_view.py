@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mri_nerfstudio.preprocess.field_of_view import CUT_AREA_CM2, brain_cut_by_field_of_view, describe_cuts
+from mri_nerfstudio.preprocess.field_of_view import (
+    CUT_AREA_CM2,
+    brain_cut_by_field_of_view,
+    brain_outside_modalities,
+    describe_cuts,
+)
 
 SPACING_MM = 2.0
 
@@ -80,3 +85,17 @@ def test_cuts_in_words():
     assert describe_cuts({"right": 7.0, "superior": 23.4}) == (
         "right and superior sides (7 and 23 cm2 of brain on their last slices)"
     )
+
+
+def test_a_modality_whose_field_of_view_leaves_part_of_the_brain_at_0_is_reported():
+    brain = _ball()
+    t1 = np.where(brain, 0.8, 0.0)
+    flair = np.where(brain, 0.6, 0.2)  # a bright background, as FLAIR's can be
+    flair[:, :, 26:] = 0.0  # beyond its field of view, resampled onto the T1's grid
+    expected_share = brain[:, :, 26:].sum() / brain.sum()
+
+    shares = brain_outside_modalities({"t1": t1, "flair": flair}, brain)
+
+    assert list(shares) == ["flair"]
+    assert shares["flair"] == pytest.approx(expected_share)
+    assert brain_outside_modalities({"t1": t1, "flair": flair}, brain, min_share=0.9) == {}

@@ -209,3 +209,18 @@ def test_an_extracted_brain_reaches_the_cut_of_a_field_of_view_that_stops_below_
     # The refinement's morphology once shaved the mask off the cut by its largest radius (6 mm).
     assert mask[:, :, -1].sum() >= 0.8 * truth[:, :, -1].sum()
     assert _dice(mask, truth) >= 0.9
+
+
+def test_a_modality_that_leaves_part_of_the_brain_at_0_is_recorded_and_warned_about(stripped_phantom):
+    image, brain = _padded(stripped_phantom.images["t1"]), _padded(stripped_phantom.brain)
+    flair = _padded(stripped_phantom.images["flair"]).copy()
+    flair[:, :, flair.shape[2] // 2 :] = 0.0  # a FLAIR stack that stops half way up
+    volume = _volume(image, stripped_phantom.affine, brain, mask_file=MASK_FILE)
+    volume = volume.replace(images={"t1": image, "flair": flair})
+
+    with pytest.warns(UserWarning, match=r"flair is 0 on \d+% of the brain: the brain lies partly outside its field"):
+        _, record = ExtractBrainMask()(volume)
+
+    assert list(record["estimates"]["brain_outside_modality"]) == ["flair"]
+    assert 0.3 < record["estimates"]["brain_outside_modality"]["flair"] < 0.7
+    assert record["estimates"]["cut_by_field_of_view"] == {}
