@@ -526,6 +526,30 @@ def mask_volumes(mask: np.ndarray, foreground: np.ndarray, affine: np.ndarray) -
     }
 
 
+def field_of_view_checks(volume: Volume, mask: np.ndarray, reference_file: str) -> dict[str, dict[str, float]]:
+    """``cut_by_field_of_view`` (the sides where the reference's field of view cuts the brain off) and
+    ``brain_outside_modality`` (the other modalities at 0 on part of the brain), each warned about, naming the
+    file (:mod:`~mri_nerfstudio.preprocess.field_of_view`)."""
+    cuts = brain_cut_by_field_of_view(mask, volume.affine)
+    if cuts:
+        warnings.warn(
+            f"{reference_file}: the brain is cut off by the field of view on the {describe_cuts(cuts)}: its "
+            "reconstruction ends flat there",
+            stacklevel=3,
+        )
+    others = {modality: array for modality, array in volume.images.items() if modality != volume.reference}
+    uncovered = brain_outside_modalities(others, mask)
+    for modality, share in uncovered.items():
+        modality_file = volume.sources.get(modality, f"subject {volume.name!r}")
+        warnings.warn(
+            f"{modality_file}: {modality} is 0 on {share:.0%} of the brain: the brain lies partly outside its "
+            f"field of view (or it was skull-stripped with a smaller mask), and the slice encoder sees no "
+            f"{modality} there",
+            stacklevel=3,
+        )
+    return {"cut_by_field_of_view": cuts, "brain_outside_modality": uncovered}
+
+
 @dataclass(frozen=True)
 class ExtractBrainMask(PreprocessStep):
     """Set the volume's brain mask: keep a given one, else derive it from the reference modality.
@@ -573,22 +597,7 @@ class ExtractBrainMask(PreprocessStep):
                 f"expected {low:.0f} to {high:.0f} ml for an adult brain",
                 stacklevel=2,
             )
-        estimates["cut_by_field_of_view"] = brain_cut_by_field_of_view(mask, volume.affine)
-        if estimates["cut_by_field_of_view"]:
-            warnings.warn(
-                f"{reference_file}: the brain is cut off by the field of view on the "
-                f"{describe_cuts(estimates['cut_by_field_of_view'])}: its reconstruction ends flat there",
-                stacklevel=2,
-            )
-        others = {modality: image for modality, image in volume.images.items() if modality != volume.reference}
-        estimates["brain_outside_modality"] = brain_outside_modalities(others, mask)
-        for modality, share in estimates["brain_outside_modality"].items():
-            warnings.warn(
-                f"{volume.sources.get(modality, modality)}: {modality} is 0 on {share:.0%} of the brain: the brain "
-                f"lies partly outside its field of view (or it was skull-stripped with a smaller mask), and the "
-                f"slice encoder sees no {modality} there",
-                stacklevel=2,
-            )
+        estimates.update(field_of_view_checks(volume, mask, reference_file))
         return volume.replace(mask=mask), estimates
 
     def describe(self, estimates: dict[str, Any]) -> str:

@@ -1,3 +1,5 @@
+"""Is the brain cut off by a field of view: the sides from the mask and the affine, and modalities at 0."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -46,6 +46,11 @@ def _volume(image: np.ndarray, affine: np.ndarray, mask: np.ndarray | None = Non
     )
 
 
+def _padded(array: np.ndarray) -> np.ndarray:
+    """The tiny phantom's brain fills its grid: three empty slices (12 mm) added to each side."""
+    return np.pad(array, 3)
+
+
 def test_whole_head_is_detected_and_its_brain_extracted(head_phantom):
     image = head_phantom.images["t1"]
 
@@ -173,11 +178,6 @@ def test_implausible_brain_volume_is_warned_about_naming_the_file(stripped_phant
 
     with pytest.warns(UserWarning, match=r"subject_t1\.nii\.gz: brain mask of \d+ ml .*expected 800 to 2000 ml"):
         ExtractBrainMask(skull_strip="off")(volume)
-
-
-def _padded(array: np.ndarray) -> np.ndarray:
-    """The tiny phantom's brain fills its grid: three empty slices (12 mm) added to each side."""
-    return np.pad(array, 3)
 
 
 def test_a_brain_cut_off_by_the_field_of_view_is_recorded_and_warned_about(stripped_phantom):
